@@ -1,0 +1,66 @@
+"""The ``collapse-mc`` command line.
+
+Subcommands live in one module each (``cli/<name>.py``) exposing ``register(subparsers)``; this file only
+dispatches. Conventions: ``--json`` prints machine-readable output on stdout; progress goes to stderr (only on
+a terminal); a user error is one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+SUBCOMMAND_MODULES = ("born_dead", "estimate", "bench", "sweep", "safe_region", "figures")
+
+
+def _use_all_cpu_cores() -> None:
+    """Expose one XLA CPU device per core (unless the user chose), so the trial axis is sharded over all cores.
+    Must run before jax is imported; has no effect on GPU runs."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "JAX_NUM_CPU_DEVICES" not in os.environ and "xla_force_host_platform_device_count" not in flags:
+        os.environ["JAX_NUM_CPU_DEVICES"] = str(max(1, os.cpu_count() or 1))
+
+
+def build_parser():
+    from .common import ArgumentParser
+    from .. import __version__
+
+    parser = ArgumentParser(
+        prog="collapse-mc",
+        description="Monte Carlo estimates of how likely deep, narrow ReLU networks are to be born dead or to "
+                    "collapse to a constant during training, and the safe-region diagram. Depth convention: "
+                    "--depth counts HIDDEN layers; --layers (the papers' count) = depth + 1.",
+    )
+    parser.add_argument("--version", action="version", version=f"collapse-mc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name in SUBCOMMAND_MODULES:
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _use_all_cpu_cores()
+    from ..config import ConfigError
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0 if not argv else 2
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"collapse-mc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("collapse-mc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Born-dead Monte Carlo: how many of T freshly initialized networks are dead on the domain.
+
+Entry points: ``BornDeadCell`` (what to estimate), ``born_dead_outcomes`` (per-trial outcomes for a range of
+trial indices) and ``estimate_born_dead`` (counts, probability, intervals and theory).
+
+Method ``auto`` picks the fast Gaussian kernel when it is exact for the cell (d_in 1, zero biases, relu,
+Gaussian weights, no residual blocks) and the dense kernel otherwise. The two are equal in distribution, not
+trial by trial: the method is part of the cell's identity (and of its random stream).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import GAUSSIAN_WEIGHT_INITS, ConfigError, InitConfig, NetworkConfig, ProbeConfig, cell_id, to_dict
+from ..devices import TrialMap, trial_mesh
+from ..estimates import clopper_pearson, wilson
+from ..theory import p_dead_single_input
+from . import probes as probes_mod
+from .dense_kernel import dense_chunk_fn
+from .gaussian_kernel import gaussian_chunk_fn
+
+METHODS = ("auto", "gaussian", "dense")
+
+
+@dataclasses.dataclass(frozen=True)
+class BornDeadCell:
+    """One cell of a born-dead study. ``network.depth`` counts hidden layers."""
+
+    network: NetworkConfig
+    init: InitConfig = InitConfig()
+    probe: ProbeConfig = ProbeConfig()
+    method: str = "auto"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method == "gaussian" and not gaussian_applies(self.network, self.init):
+            raise ConfigError("method 'gaussian' needs d_in=1, zero biases, relu, no residual blocks and "
+                              f"Gaussian weights ({', '.join(GAUSSIAN_WEIGHT_INITS)})")
+
+    @property
+    def resolved_method(self) -> str:
+        if self.method != "auto":
+            return self.method
+        return "gaussian" if gaussian_applies(self.network, self.init) else "dense"
+
+    def identity(self) -> dict:
+        """The settings that determine the outcomes (hashed into the cell's random stream)."""
+        d = {"kind": "born_dead", "network": to_dict(self.network), "init": to_dict(self.init),
+             "method": self.resolved_method}
+        if self.resolved_method == "dense":
+            d["probe"] = to_dict(self.probe)
+        return d
+
+    @property
+    def cell(self) -> int:
+        return cell_id(self.identity())
+
+
+def gaussian_applies(network: NetworkConfig, init: InitConfig) -> bool:
+    return (network.d_in == 1 and network.activation == "relu" and not network.residual and init.zero_bias
+            and init.layer_init_name("first") in GAUSSIAN_WEIGHT_INITS
+            and init.layer_init_name("hidden") in GAUSSIAN_WEIGHT_INITS)
+
+
+class BornDeadOutcomes(NamedTuple):
+    """Per-trial outcomes, trial axis first.
+
+    ``first_dead_layer (T,) int32``: 1-based index of the first hidden layer whose output is constant over the
+    domain (all-zero for ReLU), 0 when the network is not born dead. ``dead_neurons (T, L_h)``: per hidden
+    layer, the number of neurons whose pre-activation is <= 0 on the whole domain (divide by width for the
+    fraction).
+    """
+
+    first_dead_layer: np.ndarray
+    dead_neurons: np.ndarray
+
+    @property
+    def born_dead(self) -> np.ndarray:
+        return self.first_dead_layer > 0
+
+
+def default_chunk_size(cell: BornDeadCell, n_devices: int) -> int:
+    """Trials per chunk, bounding memory to roughly 256 MB of intermediates."""
+    n = cell.network
+    if cell.resolved_method == "gaussian":
+        per_trial = 4 * n.depth * n.width + 64
+    else:
+        p = len(probes_mod.probe_points(n, cell.init, cell.probe))
+        per_trial = 4 * (3 * p * n.width + n.depth * (n.width + 1) * n.width)
+    chunk = max(n_devices, min(1 << 18, (256 << 20) // per_trial))
+    return 1 << (chunk.bit_length() - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _trial_map(cell: BornDeadCell, chunk_size: int, devices: tuple) -> TrialMap:
+    mesh = trial_mesh(devices)
+    if cell.resolved_method == "gaussian":
+        per_device = max(1, chunk_size // len(devices))
+        pool = max(min(per_device, 256), per_device // 16)
+        fn = gaussian_chunk_fn(cell.network.width, cell.network.depth, pool_size=pool)
+    else:
+        pts = probes_mod.probe_points(cell.network, cell.init, cell.probe)
+        fn = dense_chunk_fn(cell.network, cell.init, pts)
+    return TrialMap(fn, chunk_size, mesh)
+
+
+def born_dead_map(cell: BornDeadCell, chunk_size: int | None = None, devices=None,
+                  trials: int | None = None) -> TrialMap:
+    """The compiled-on-first-use ``TrialMap`` for a cell (cached per cell, chunk size and devices).
+
+    Without ``chunk_size``, the default is capped at the power of two >= ``trials`` so a small run does not
+    pad up to a large chunk (and the number of distinct compiled shapes stays logarithmic).
+    """
+    devices = tuple(devices) if devices is not None else tuple(jax.devices())
+    chunk = chunk_size or default_chunk_size(cell, len(devices))
+    if chunk_size is None and trials is not None:
+        chunk = min(chunk, max(len(devices), 1 << max(0, (int(trials) - 1).bit_length())))
+    return _trial_map(cell, chunk, devices)
+
+
+def root_array(seed: int, cell: BornDeadCell) -> jax.Array:
+    return jnp.array([seed & 0xFFFFFFFF, cell.cell], jnp.uint32)
+
+
+def born_dead_outcomes(cell: BornDeadCell, start: int, stop: int, seed: int = 0, *, chunk_size: int | None = None,
+                       devices=None, progress: Callable[[int], None] | None = None) -> BornDeadOutcomes:
+    """Outcomes of trials ``start .. stop - 1`` (global indices) of ``cell`` under root ``seed``."""
+    tm = born_dead_map(cell, chunk_size, devices, trials=stop - start)
+    out = tm(start, stop, root_array(seed, cell), progress=progress)
+    return BornDeadOutcomes(out["first_dead_layer"], out["dead_neurons"])
+
+
+def summarize(cell: BornDeadCell, outcomes: BornDeadOutcomes, seconds: float | None = None) -> dict:
+    """One JSON-able record: settings, counts, Wilson and Clopper-Pearson intervals, theory."""
+    n = cell.network
+    trials = int(outcomes.first_dead_layer.shape[0])
+    k = int(np.sum(outcomes.born_dead))
+    w = wilson(k, trials)
+    cp = clopper_pearson(k, trials)
+    rec = {
+        "width": n.width, "depth": n.depth, "layers": n.layers, "d_in": n.d_in, "activation": n.activation,
+        "residual": n.residual, "init": cell.init.weights,
+        "bias": "rai" if cell.init.weights == "rai" else cell.init.bias,
+        "bias_value": cell.init.bias_value, "method": cell.resolved_method,
+        "probes": probes_mod.describe(n, cell.init, cell.probe),
+        "trials": trials, "born_dead": k, "p": w.p, "ci_low": w.ci_low, "ci_high": w.ci_high,
+        "cp_low": cp.ci_low, "cp_high": cp.ci_high,
+        "theory_single_input": p_dead_single_input(n.width, n.depth),
+        "dead_fraction_per_layer": (outcomes.dead_neurons.mean(axis=0) / n.width).round(6).tolist(),
+    }
+    if seconds is not None:
+        rec["seconds"] = seconds
+        rec["nets_per_second"] = trials / seconds if seconds > 0 else None
+    return rec
+
+
+def estimate_born_dead(cell: BornDeadCell, trials: int, seed: int = 0, *, chunk_size: int | None = None,
+                       devices=None, progress: Callable[[int], None] | None = None) -> dict:
+    """Run ``trials`` trials (indices 0 .. trials-1) and summarize (see ``summarize``)."""
+    t0 = time.perf_counter()
+    out = born_dead_outcomes(cell, 0, trials, seed, chunk_size=chunk_size, devices=devices, progress=progress)
+    return summarize(cell, out, time.perf_counter() - t0)
