@@ -130,19 +130,26 @@ class ProbeConfig:
     """Where deadness is tested: the domain [-a, a]^d_in and its probe points.
 
     The exact +-1 test is used when d_in = 1 and biases are zero (positive homogeneity makes it exact on any
-    interval around 0). Otherwise the probes are a uniform grid of ``grid_points`` per axis when
-    ``d_in <= 2``, and ``sample_points`` fixed uniform samples of the cube when ``d_in >= 3``.
+    interval around 0). Otherwise the probes are a uniform grid of ``grid_points`` points when ``d_in = 1``,
+    a grid of about ``sample_points`` points when ``d_in = 2``, and ``sample_points`` fixed uniform samples of
+    the cube when ``d_in >= 3`` (see ``deadness.probes``). ``points``, when given, replaces all of this by an
+    explicit probe set (a tuple of d_in-tuples); a single point gives the single-input death probability of
+    SCIENCE.md section 3.
     """
 
     half_width: float = DEFAULT_HALF_WIDTH
     grid_points: int = 1025
     sample_points: int = 4096
+    points: tuple | None = None
 
     def __post_init__(self):
         _require(math.isfinite(self.half_width) and self.half_width > 0,
                  f"domain half-width must be > 0, got {self.half_width!r}")
         _require(self.grid_points >= 2, "grid_points must be >= 2")
         _require(self.sample_points >= 1, "sample_points must be >= 1")
+        if self.points is not None:
+            _require(len(self.points) >= 1, "points: need at least one probe point")
+            object.__setattr__(self, "points", tuple(tuple(float(v) for v in p) for p in self.points))
 
 
 def to_dict(obj: Any) -> dict:

@@ -49,7 +49,8 @@ class BornDeadCell:
     def resolved_method(self) -> str:
         if self.method != "auto":
             return self.method
-        return "gaussian" if gaussian_applies(self.network, self.init) else "dense"
+        exact = gaussian_applies(self.network, self.init) and self.probe.points is None
+        return "gaussian" if exact else "dense"
 
     def identity(self) -> dict:
         """The settings that determine the outcomes (hashed into the cell's random stream)."""

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..config import NetworkConfig, InitConfig, ProbeConfig
+from ..config import ConfigError, InitConfig, NetworkConfig, ProbeConfig
 
 HOMOGENEOUS_ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -32,6 +32,11 @@ def probe_points(network: NetworkConfig, init: InitConfig, probe: ProbeConfig) -
     """The probe set, ``(P, d_in)`` float32."""
     a = probe.half_width
     d = network.d_in
+    if probe.points is not None:
+        pts = np.array(probe.points, np.float32)
+        if pts.ndim != 2 or pts.shape[1] != d:
+            raise ConfigError(f"probe points must have {d} coordinate(s) each")
+        return pts
     if exact_two_point(network, init):
         return np.array([[1.0], [-1.0]], np.float32)
     if d == 1:
@@ -50,6 +55,8 @@ def probe_points(network: NetworkConfig, init: InitConfig, probe: ProbeConfig) -
 def describe(network: NetworkConfig, init: InitConfig, probe: ProbeConfig) -> str:
     """A short human description of the probe set (stored and printed with results)."""
     n = len(probe_points(network, init, probe))
+    if probe.points is not None:
+        return f"explicit: {n} point(s)"
     if exact_two_point(network, init):
         return "exact: x=+1 and x=-1 (d_in=1, zero biases)"
     if network.d_in == 1:

@@ -50,10 +50,13 @@ def layer_report(pre: jax.Array, post: jax.Array) -> tuple[jax.Array, jax.Array]
 
     ``pre``, ``post``: ``(P, width)`` pre- and post-activations at P probe points. Returns
     ``(dead_neurons, constant)``: the number of neurons whose pre-activation is <= 0 at every probe (int32
-    scalar), and whether the layer's output is the same at every probe (bool scalar; for ReLU this is the
-    layer being all-zero, i.e. the network is dead from here on).
+    scalar), and whether the layer is dead (bool scalar): its output is the same at every probe, so the network
+    is a constant from here on (for ReLU: the layer is all-zero). With a single probe, "the same at every probe"
+    is vacuous, so the layer counts as dead when its output is all-zero there.
     """
     dead = jnp.sum(jnp.all(pre <= 0, axis=0)).astype(jnp.int32)
+    if pre.shape[0] == 1:
+        return dead, jnp.all(post == 0)
     constant = jnp.all(jnp.max(post, axis=0) == jnp.min(post, axis=0))
     return dead, constant
 

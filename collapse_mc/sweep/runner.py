@@ -1,0 +1,162 @@
+"""The resumable sweep runner.
+
+``run_sweep(spec, db_path)`` records every cell's trials ``[0, trials)`` in blocks of ``block_size`` global
+trial indices (block k = ``[k B, (k+1) B)``, the last one cut at ``trials``). Before computing it asks the
+store what is recorded, so a re-run (after a kill, or with more trials) computes only the missing blocks; a
+block whose range is partly recorded (e.g. after a change of block size) is computed whole and only its
+unrecorded parts are stored. Each finished block is one transaction. Because a trial's key depends only on
+(seed, cell, trial index), the outcomes do not depend on block boundaries, chunk size, device count,
+interruptions or how many processes share the work.
+
+Several processes may run the same sweep on the same store: each first takes blocks no live process has
+claimed, then the rest; the store records each block once.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..store import Store, check_store_path
+from .spec import SweepCell, SweepSpec, load_spec
+
+
+def environment_info() -> dict:
+    """Package, JAX and device versions stored with every block."""
+    import jax
+    import jaxlib
+
+    from .. import __version__
+    devs = jax.devices()
+    return {"package_version": __version__, "jax_version": jax.__version__,
+            "jaxlib_version": getattr(jaxlib, "__version__", None), "backend": jax.default_backend(),
+            "device_kind": devs[0].device_kind if devs else None, "device_count": len(devs),
+            "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> tuple[dict, np.ndarray]:
+    """Outcomes of trials ``[start, stop)`` of a cell: (per-trial arrays to store, per-layer dead fractions
+    ``(T, L_h)``)."""
+    if sc.kind == "born_dead":
+        from ..deadness import born_dead_outcomes
+        out = born_dead_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress)
+        arrays = {"first_dead_layer": np.asarray(out.first_dead_layer)}
+        ldf = np.asarray(out.dead_neurons, np.float64) / sc.cell.network.width
+        return arrays, ldf
+    from ..training import train_outcomes
+    out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress)
+    arrays = {k: np.asarray(getattr(out, k)) for k in ("first_dead_layer", "born_dead", "collapsed", "diverged",
+                                                        "collapse_value", "final_loss", "test_rel_l2",
+                                                        "dead_fraction")}
+    return arrays, np.asarray(out.dead_fraction, np.float64)
+
+
+def born_dead_chunk(sc: SweepCell, block_size: int) -> int:
+    """One chunk size per born-dead cell (the last, shorter block is padded, not recompiled)."""
+    import jax
+
+    from ..deadness.born_dead import default_chunk_size
+    n = len(jax.devices())
+    return min(default_chunk_size(sc.cell, n), max(n, 1 << max(0, (block_size - 1).bit_length())))
+
+
+def prepare(spec: SweepSpec, db_path) -> None:
+    """Validate the store path without writing (raises ``StoreError``)."""
+    check_store_path(db_path, create=True)
+
+
+def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,
+              cell_callback: Callable[[SweepCell, int, int, list], None] | None = None) -> dict:
+    """Run (or resume) a sweep into the store at ``db_path``; returns a summary dict.
+
+    ``spec``: a ``SweepSpec`` or a path / shipped spec name. ``progress``: a callable taking the number of
+    newly finished trials (e.g. ``collapse_mc.progress.Progress``), with optional ``set_label``; its
+    ``total`` is set to the trials still missing when it has that attribute. ``cell_callback(cell, start,
+    stop, recorded)`` is called after each block. The summary has ``results``: ``Store.cell_estimates``
+    for the sweep's cells.
+    """
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec)
+    check_store_path(db_path, create=True)
+    t0 = time.perf_counter()
+    chunk = chunk_size or spec.chunk_size
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    summary = {"db": str(db_path), "sweep": spec.sweep_hash, "name": spec.name, "kind": spec.kind,
+               "cells": len(spec.cells), "trials_per_cell": spec.trials, "block_size": spec.block_size,
+               "seed": spec.seed, "blocks_computed": 0, "blocks_recorded": 0, "trials_computed": 0,
+               "trials_recorded": 0, "blocks_done_elsewhere": 0}
+    with Store(db_path, create=True) as store:
+        store.register_sweep(spec.sweep_hash, spec.name, spec.kind, spec.to_dict(), spec.source,
+                             [{"cell_hash": c.cell_hash, "kind": c.kind, "seed": c.seed, "config": c.config,
+                               "settings": c.settings, "group": c.group, "trials": spec.trials,
+                               "block_size": spec.block_size} for c in spec.cells])
+        order = [c for g in spec.groups() for c in g]
+        todo = [(i, c, store.missing(c.cell_hash, spec.trials, spec.block_size)) for i, c in enumerate(order)]
+        missing_total = sum(b - a for _, _, blocks in todo for a, b in blocks)
+        summary["trials_missing_at_start"] = missing_total
+        summary["blocks_missing_at_start"] = sum(len(bl) for _, _, bl in todo)
+        if progress is not None and hasattr(progress, "total"):
+            progress.total = max(missing_total, 1)
+        info = environment_info() if missing_total else {}
+
+        def label(i, c):
+            if progress is not None and hasattr(progress, "set_label"):
+                progress.set_label(f"sweep {spec.name}: cell {i + 1}/{len(order)} {c.label()}")
+
+        def run_block(i, c, a, b):
+            if not _still_missing(store, c.cell_hash, a, b):
+                summary["blocks_done_elsewhere"] += 1
+                if progress is not None:
+                    progress(b - a)
+                return
+            label(i, c)
+            ch = chunk if (chunk or c.kind != "born_dead") else born_dead_chunk(c, spec.block_size)
+            started = time.time()
+            t = time.perf_counter()
+            arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress)
+            seconds = time.perf_counter() - t
+            rec = store.record_block(c.cell_hash, a, b, arrays, ldf,
+                                     {**info, "started_at": started, "finished_at": time.time(),
+                                      "seconds": seconds})
+            summary["blocks_computed"] += 1
+            summary["trials_computed"] += b - a
+            summary["blocks_recorded"] += len(rec)
+            summary["trials_recorded"] += sum(y - x for x, y in rec)
+            if cell_callback is not None:
+                cell_callback(c, a, b, rec)
+
+        try:
+            deferred = []
+            for i, c, blocks in todo:
+                for a, b in blocks:
+                    if not _still_missing(store, c.cell_hash, a, b):
+                        summary["blocks_done_elsewhere"] += 1
+                        if progress is not None:
+                            progress(b - a)
+                        continue
+                    if not store.try_claim(c.cell_hash, a, b, owner):
+                        deferred.append((i, c, a, b))
+                        continue
+                    run_block(i, c, a, b)
+            for i, c, a, b in deferred:  # blocks another live process claimed: done by now, or do them too
+                run_block(i, c, a, b)
+        finally:
+            try:
+                store.release_claims(owner)
+            except Exception:  # noqa: BLE001 (never mask the original error)
+                pass
+        summary["seconds"] = time.perf_counter() - t0
+        summary["results"] = store.cell_estimates([c.cell_hash for c in spec.cells])
+    return summary
+
+
+def _still_missing(store: Store, cell_hash: str, a: int, b: int) -> bool:
+    return bool(store.unrecorded(cell_hash, a, b))
