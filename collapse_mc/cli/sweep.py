@@ -1,0 +1,290 @@
+"""``collapse-mc sweep run|status|check``, ``collapse-mc results`` and ``collapse-mc export``.
+
+A sweep is a TOML spec (see ``collapse_mc.sweep.spec``) run into an SQLite results store (``--db``). Runs are
+resumable: kill one at any moment and run the same command again; it computes only what is missing.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+
+from .common import UsageError, positive_int, print_json, table
+
+DB_HELP = "the SQLite results store (created by 'sweep run' if missing; default results.sqlite)"
+RESULT_KEYS = ("trials", "born_dead", "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead",
+               "born_dead_ci_low", "born_dead_ci_high", "dead_fraction", "blocks", "cell_hash")
+SETTING_ORDER = ("kind", "width", "depth", "layers", "d_in", "d_out", "activation", "residual", "init", "bias",
+                 "bias_value", "method")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "sweep", help="run resumable parameter sweeps from a TOML spec into a results store",
+        description="Parameter sweeps over widths, depths, initializations and training settings. 'sweep run "
+                    "SPEC.toml --db results.sqlite' runs every cell's trials in blocks, each block stored in one "
+                    "transaction; kill it at any moment and run it again to continue (nothing is counted "
+                    "twice). Several processes may run the same spec on the same store at once. Depth "
+                    "convention: depth = hidden layers L_h; layers = depth + 1 (the papers' count).")
+    ss = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", parser_class=type(p))
+    r = ss.add_parser("run", help="run or resume a sweep",
+                      description="Run (or resume) the sweep in SPEC (a TOML file, or the name of a spec shipped "
+                                  "with collapse_mc, e.g. paper2_born_dead) into --db. The spec and the store "
+                                  "are checked before anything is computed or written.")
+    r.add_argument("spec", help="TOML spec file, or a shipped spec name (see 'sweep check --list')")
+    r.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    r.add_argument("--trials", default=None, help="override the spec's trials per cell")
+    r.add_argument("--chunk-size", default=None, help="trials per compiled chunk (memory; outcomes unchanged)")
+    r.add_argument("--json", action="store_true", help="print a JSON summary (with per-cell results) at the end")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=run_cmd)
+
+    s = ss.add_parser("status", help="per cell: trials done / planned",
+                      description="Show every sweep recorded in the store and, per cell, the trials recorded "
+                                  "within the plan (done) and the trials planned by the latest run.")
+    s.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=status_cmd)
+
+    c = ss.add_parser("check", help="validate a spec and list its cells (no store is touched)",
+                      description="Parse and validate SPEC, print its cells and compiled-shape groups. With "
+                                  "--list, list the specs shipped with collapse_mc.")
+    c.add_argument("spec", nargs="?", help="TOML spec file or shipped spec name")
+    c.add_argument("--list", action="store_true", help="list the shipped specs")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=check_cmd)
+    p.set_defaults(func=lambda args: _sweep_help(p))
+
+    q = sub.add_parser("results", help="per-cell estimates from a results store",
+                       description="One row per cell: its settings, then the counts over all recorded trials "
+                                   "(trials, born_dead, collapsed, diverged) and p with its 95%% Wilson interval "
+                                   "(ci_low, ci_high). p is the collapse probability for trained cells and the "
+                                   "born-dead probability for born-dead cells; p_born_dead is always given. "
+                                   "depth = hidden layers; layers = depth + 1.")
+    q.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    q.add_argument("--kind", choices=("born_dead", "trained"), default=None, help="only cells of this kind")
+    q.add_argument("--sweep", default=None, help="only the cells of this sweep (name or hash prefix)")
+    q.add_argument("--json", action="store_true", help="print one JSON array, one object per cell")
+    q.set_defaults(func=results_cmd)
+
+    e = sub.add_parser("export", help="export a results store as CSV or JSON",
+                       description="Export per-cell results (--level cells, as 'results'), the block records "
+                                   "(--level blocks) or the per-trial outcomes (--level trials).")
+    e.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    e.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
+    e.add_argument("--level", choices=("cells", "blocks", "trials"), default="cells",
+                   help="cells (default), blocks or trials")
+    e.add_argument("--kind", choices=("born_dead", "trained"), default=None, help="only cells of this kind")
+    e.add_argument("--out", default=None, help="write to this file instead of stdout")
+    e.set_defaults(func=export_cmd)
+
+
+def _sweep_help(p):
+    raise UsageError("sweep: give a subcommand: run, status or check (see collapse-mc sweep --help)")
+
+
+# ----------------------------------------------------------------------------------------------- sweep run
+
+def run_cmd(args) -> int:
+    from ..progress import Progress
+    from ..store import check_store_path
+    from ..sweep import load_spec, run_sweep
+
+    spec = load_spec(args.spec)
+    if args.trials is not None:
+        spec = spec.with_trials(positive_int("trials", args.trials))
+    chunk = positive_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
+    check_store_path(args.db, create=True)
+    with Progress(1, f"sweep {spec.name}", enabled=False if args.no_progress else None) as bar:
+        summary = run_sweep(spec, args.db, progress=bar, chunk_size=chunk)
+    if args.json:
+        print_json(_clean(summary))
+        return 0
+    print(f"sweep {spec.name} ({spec.kind}, {len(spec.cells)} cells, {spec.trials:,} trials per cell, seed "
+          f"{spec.seed}) -> {args.db}: computed {summary['blocks_computed']} blocks "
+          f"({summary['trials_computed']:,} trials) in {summary['seconds']:.1f} s")
+    print(_results_table(summary["results"]))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- status
+
+def status_cmd(args) -> int:
+    from ..store import Store
+    with Store(args.db, readonly=True) as st:
+        sweeps = st.status()
+    if args.json:
+        print_json(_clean({"db": args.db, "sweeps": sweeps}))
+        return 0
+    if not sweeps:
+        print(f"{args.db}: no sweeps recorded")
+    for sw in sweeps:
+        print(f"sweep {sw['name']} [{sw['sweep_hash'][:12]}] ({sw['kind']}): {sw['cells_complete']}/"
+              f"{len(sw['cells'])} cells complete, {sw['done']:,}/{sw['planned']:,} trials")
+        rows = [dict(c, pct=100.0 * c["done"] / c["planned"]) for c in sw["cells"]]
+        cols = _setting_columns(rows) + [("done", "done", ",d"), ("planned", "planned", ",d"),
+                                         ("pct", "%", ".1f")]
+        print(table(rows, cols))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- check
+
+def check_cmd(args) -> int:
+    from ..sweep import load_spec, packaged_specs
+    if args.list or args.spec is None:
+        names = sorted(packaged_specs())
+        if args.json:
+            print_json(names)
+        else:
+            print("\n".join(names))
+        return 0
+    spec = load_spec(args.spec)
+    if args.json:
+        print_json(_clean({**spec.to_dict(), "sweep": spec.sweep_hash, "groups": len(spec.groups()),
+                           "cells": [c.settings for c in spec.cells]}))
+        return 0
+    print(f"{spec.name}: {spec.kind}, {len(spec.cells)} cells in {len(spec.groups())} compiled-shape groups, "
+          f"{spec.trials:,} trials per cell in blocks of {spec.block_size:,}, seed {spec.seed}")
+    rows = [c.settings for c in spec.cells]
+    print(table(rows, _setting_columns(rows)))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+def _cells(args):
+    from ..store import Store
+    with Store(args.db, readonly=True) as st:
+        hashes = None
+        if getattr(args, "sweep", None):
+            matches = [s for s in st.status() if s["name"] == args.sweep or s["sweep_hash"].startswith(args.sweep)]
+            if not matches:
+                raise UsageError(f"--sweep: no sweep named {args.sweep!r} in {args.db}")
+            hashes = list(dict.fromkeys(c["cell_hash"] for s in matches for c in s["cells"]))
+        return st.cell_estimates(hashes, kind=args.kind)
+
+
+def results_cmd(args) -> int:
+    rows = _cells(args)
+    if args.json:
+        print_json(_clean(rows))
+    elif not rows:
+        print(f"{args.db}: no cells")
+    else:
+        print(_results_table(rows))
+    return 0
+
+
+def _results_table(rows) -> str:
+    cols = _setting_columns(rows) + [("trials", "trials", ",d"), ("born_dead", "born dead", ",d")]
+    if any(r.get("collapsed") is not None for r in rows):
+        cols += [("collapsed", "collapsed", ",d"), ("diverged", "diverged", ",d")]
+    cols += [("p", "p", ".4f"), ("ci_low", "95% low", ".4f"), ("ci_high", "95% high", ".4f")]
+    note = ("p: collapse probability (trained cells) or born-dead probability (born-dead cells), 95% Wilson "
+            "interval. depth = hidden layers; layers = depth + 1.")
+    return table(rows, cols) + "\n" + note
+
+
+def _setting_columns(rows) -> list:
+    """width, depth, layers always; other settings only where they vary."""
+    keys = ["width", "depth", "layers"]
+    skip = {"cell_hash", "done", "planned", "recorded", "complete", "block_size", "pct", "trials", "born_dead",
+            "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead", "born_dead_ci_low",
+            "born_dead_ci_high", "dead_fraction", "blocks"}
+    seen = []
+    for r in rows:
+        for k in r:
+            if k not in seen and k not in skip and k not in keys:
+                seen.append(k)
+    varying = [k for k in seen if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
+    varying.sort(key=lambda k: SETTING_ORDER.index(k) if k in SETTING_ORDER else len(SETTING_ORDER))
+    cols = [("width", "width", "d"), ("depth", "depth(L_h)", "d"), ("layers", "layers", "d")]
+    for k in varying:
+        isfloat = any(isinstance(r.get(k), float) for r in rows)
+        cols.append((k, k, "g" if isfloat else ""))
+    return cols
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+def export_cmd(args) -> int:
+    from ..store import Store
+    if args.level == "cells":
+        data = _clean(_cells(args))
+    else:
+        with Store(args.db, readonly=True) as st:
+            cells = {c["cell_hash"]: c for c in st.cells() if args.kind in (None, c["kind"])}
+            data = []
+            for h in cells:
+                for b in st.blocks(h):
+                    if args.level == "blocks":
+                        data.append(b)
+                        continue
+                    arrays = st.block_arrays(b["id"])
+                    for i in range(b["trials"]):
+                        row = {"cell_hash": h, "trial": b["trial_start"] + i}
+                        for k, v in arrays.items():
+                            if v.shape[:1] == (b["trials"],):
+                                row[k] = v[i].tolist()
+                        data.append(row)
+            data = _clean(data)
+    if args.format == "json":
+        text = json.dumps(data, allow_nan=False) + "\n"
+    else:
+        text = _csv(data)
+    if args.out:
+        try:
+            with open(args.out, "w", newline="") as f:
+                f.write(text)
+        except OSError as e:
+            raise UsageError(f"--out: cannot write {args.out}: {e.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _csv(rows) -> str:
+    flat = []
+    for r in rows:
+        fr = {}
+        for k, v in r.items():
+            if isinstance(v, list):
+                for i, x in enumerate(_flatten(v)):
+                    fr[f"{k}_{i}"] = x
+            else:
+                fr[k] = v
+        flat.append(fr)
+    cols: list = []
+    for r in flat:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    tail = [k for k in RESULT_KEYS if k in cols]
+    cols = [k for k in cols if k not in tail] + tail
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in flat:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _flatten(v):
+    out = []
+    for x in v:
+        out.extend(_flatten(x) if isinstance(x, list) else [x])
+    return out
+
+
+def _clean(obj):
+    """JSON-safe: non-finite floats -> None, tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
