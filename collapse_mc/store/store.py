@@ -47,10 +47,17 @@ class StoreError(ConfigError):
 # ----------------------------------------------------------------------------------------------- intervals
 
 def subtract_ranges(want: Iterable[tuple[int, int]], have: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Half-open ranges of ``want`` not covered by ``have`` (both lists of ``(start, stop)``), sorted."""
+    """The indices in ``want`` but not in ``have`` (lists of half-open ``(start, stop)``) as sorted, disjoint
+    ranges."""
     have = sorted((int(a), int(b)) for a, b in have if b > a)
+    merged: list[list[int]] = []
+    for lo, hi in sorted((int(a), int(b)) for a, b in want if b > a):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
     out: list[tuple[int, int]] = []
-    for lo, hi in sorted(want):
+    for lo, hi in merged:
         cur = lo
         for a, b in have:
             if b <= cur or a >= hi:
