@@ -67,7 +67,7 @@ def _joint_layer(u, gram):
     zb = l21 * u[0] + l22 * u[1]
     dead = jnp.sum((za <= 0) & (zb <= 0)).astype(jnp.int32)
     ra, rb = jnp.maximum(za, 0.0), jnp.maximum(zb, 0.0)
-    new = jnp.stack([ra @ ra, ra @ rb, rb @ rb])
+    new = jnp.stack([jnp.sum(ra * ra), jnp.sum(ra * rb), jnp.sum(rb * rb)])  # no TF32 dots on GPUs
     scale = new[0] + new[2]
     new = new / jnp.where(scale > 0, scale, 1.0)
     return dead, new, new[0] == 0, new[2] == 0
