@@ -1,0 +1,128 @@
+"""Regenerate every figure a results store supports, computing nothing (``collapse-mc figures``).
+
+* each born-dead family (cells differing only in width and depth) with 2+ widths: the safe-region diagram
+  and probability against depth (``safe_region[_<tag>]``, ``p_vs_depth[_<tag>]``); trained cells that match
+  the family's initialization are drawn on the latter as "collapsed after training";
+* cells that differ only in initialization: side by side (``init_comparison_born_dead``,
+  ``init_comparison_trained``);
+* trained cells: the constants collapsed networks output against the target mean (MSE) and median (L1)
+  (``collapse_constants_<target>``);
+* stored example fits (``Store.artifacts('example_fit')``): ``example_fits_<name>``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..analysis.from_store import born_dead_families, profile_grid
+from . import plots
+
+_CELL_KEYS = ("width", "depth", "layers", "cell_hash", "trials", "born_dead", "collapsed", "diverged", "p",
+              "ci_low", "ci_high", "p_born_dead", "born_dead_ci_low", "born_dead_ci_high", "dead_fraction",
+              "blocks")
+
+
+def _tag(settings: dict, default: dict) -> str:
+    parts = [f"{k}-{v}" for k, v in sorted(settings.items())
+             if k not in _CELL_KEYS and k != "seed" and default.get(k, object()) != v]
+    return "_".join(str(p).replace("/", "-").replace(" ", "") for p in parts)
+
+
+def _without(r: dict, drop: tuple) -> str:
+    return json.dumps({k: v for k, v in sorted(r.items()) if k not in _CELL_KEYS + drop}, sort_keys=True,
+                      default=str)
+
+
+def regenerate(store, out: str, thresholds=(0.01, 0.10, 0.50)) -> list[str]:
+    """Draw everything ``store`` supports into ``out``; returns the files written."""
+    files: list[str] = []
+    trained = [r for r in store.cell_estimates(kind="trained") if r["trials"]]
+    families = born_dead_families(store)
+    reference = None
+    for cells in families.values():
+        if cells[0].get("weights", cells[0].get("init")) == "he_normal" and cells[0].get("bias") == "zeros":
+            reference = cells[0]
+            break
+    for cells in families.values():
+        widths = {int(c["width"]) for c in cells}
+        if len(widths) < 2:
+            continue
+        tag = _tag(cells[0], reference or {})
+        suffix = f"_{tag}" if tag else ""
+        grid = profile_grid(store, cells)
+        init = cells[0].get("init")
+        spots = [{**r, "p_collapse": r["p"]} for r in trained
+                 if r.get("init") == init and int(r["width"]) in widths and r.get("target") == "abs"]
+        files += plots.safe_region(grid, os.path.join(out, f"safe_region{suffix}"), thresholds,
+                                   title=f"Safe region: P(born dead), {init}")
+        files += plots.probability_vs_depth(grid, os.path.join(out, f"p_vs_depth{suffix}"),
+                                            widths=[int(w) for w in grid.widths][:10], trained=spots,
+                                            title=f"Born dead at initialization, {init}")
+    files += _init_comparisons(store, out)
+    files += _collapse_constants(store, trained, out)
+    files += _example_fits(store, out)
+    return files
+
+
+def _init_comparisons(store, out) -> list[str]:
+    files = []
+    for kind in ("born_dead", "trained"):
+        rows = [r for r in store.cell_estimates(kind=kind) if r["trials"]]
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(_without(r, ("init", "weights")), []).append(r)
+        records = []
+        for g in groups.values():
+            if len({r.get("init") for r in g}) < 2:
+                continue
+            for r in g:
+                label = f"N={r['width']} L_h={r['depth']}"
+                if kind == "trained":
+                    label += f"\n{r.get('target')} {r.get('loss', '').upper()}"
+                records.append({"label": label, "init": r.get("init"), "p": r["p"], "ci_low": r["ci_low"],
+                                "ci_high": r["ci_high"]})
+        if records:
+            what = "P(born dead)" if kind == "born_dead" else "P(collapse after training)"
+            files += plots.init_comparison(records, os.path.join(out, f"init_comparison_{kind}"),
+                                           title=f"{what} by initialization (95 % intervals)")
+    return files
+
+
+def _collapse_constants(store, trained, out) -> list[str]:
+    try:
+        from ..training.targets import BUILTIN, target_stats
+    except ImportError:
+        return []
+    files = []
+    by_target: dict[str, dict[str, list]] = {}
+    for r in trained:
+        tgt = r.get("target")
+        if tgt not in BUILTIN or not r.get("collapsed") or r.get("target_scale") is not None \
+                or r.get("normalize_target"):
+            continue
+        vals = store.outcomes(r["cell_hash"]).get("collapse_value")
+        if vals is None:
+            continue
+        by_target.setdefault(tgt, {}).setdefault(r.get("loss", "mse"), []).append(np.asarray(vals)[:, 0])
+    for tgt, per_loss in by_target.items():
+        half = 3 ** 0.5
+        stats = target_stats(tgt, half)
+        values = {loss: np.concatenate(v) for loss, v in sorted(per_loss.items(), reverse=True)}
+        ref = {loss: (stats.mean[0] if loss == "mse" else stats.median[0]) for loss in values}
+        files += plots.collapse_constants(values, ref, os.path.join(out, f"collapse_constants_{tgt}"),
+                                          title=f"Collapse constants, target {tgt} (output 1)")
+    return files
+
+
+def _example_fits(store, out) -> list[str]:
+    getter = getattr(store, "artifacts", None)
+    if getter is None:
+        return []
+    files = []
+    for name, data in getter("example_fit"):
+        files += plots.example_fits(np.asarray(data["x"]), np.asarray(data["target"]),
+                                    [(lab, np.asarray(y)) for lab, y in data["fits"]],
+                                    os.path.join(out, f"example_fits_{name}"), title=data.get("title"))
+    return files
