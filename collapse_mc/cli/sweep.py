@@ -225,7 +225,7 @@ def export_cmd(args) -> int:
                         continue
                     arrays = st.block_arrays(b["id"])
                     for i in range(b["trials"]):
-                        row = {"cell_hash": h, "trial": b["trial_start"] + i}
+                        row = {"cell_hash": h, "trial": b["trial_start"] + i}  # then the arrays by name
                         for k, v in arrays.items():
                             if v.shape[:1] == (b["trials"],):
                                 row[k] = v[i].tolist()
@@ -234,7 +234,7 @@ def export_cmd(args) -> int:
     if args.format == "json":
         text = json.dumps(data, allow_nan=False) + "\n"
     else:
-        text = _csv(data)
+        text = _csv(data, tail=RESULT_KEYS if args.level == "cells" else ())
     if args.out:
         try:
             with open(args.out, "w", newline="") as f:
@@ -246,7 +246,7 @@ def export_cmd(args) -> int:
     return 0
 
 
-def _csv(rows) -> str:
+def _csv(rows, tail=()) -> str:
     flat = []
     for r in rows:
         fr = {}
@@ -262,7 +262,7 @@ def _csv(rows) -> str:
         for k in r:
             if k not in cols:
                 cols.append(k)
-    tail = [k for k in RESULT_KEYS if k in cols]
+    tail = [k for k in tail if k in cols]
     cols = [k for k in cols if k not in tail] + tail
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")

@@ -59,11 +59,14 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
     return arrays, np.asarray(out.dead_fraction, np.float64)
 
 
-def born_dead_chunk(sc: SweepCell, block_size: int) -> int:
-    """One chunk size per born-dead cell (the last, shorter block is padded, not recompiled)."""
+def block_chunk(sc: SweepCell, block_size: int) -> int:
+    """One chunk size per cell: the estimator's memory-bounded default capped at the power of two >= the block
+    size, so the last, shorter block is padded rather than recompiled, and cells of a group share a program."""
     import jax
-
-    from ..deadness.born_dead import default_chunk_size
+    if sc.kind == "born_dead":
+        from ..deadness.born_dead import default_chunk_size
+    else:
+        from ..training.trainer import default_chunk_size
     n = len(jax.devices())
     return min(default_chunk_size(sc.cell, n), max(n, 1 << max(0, (block_size - 1).bit_length())))
 
@@ -118,7 +121,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
                     progress(b - a)
                 return
             label(i, c)
-            ch = chunk if (chunk or c.kind != "born_dead") else born_dead_chunk(c, spec.block_size)
+            ch = chunk or block_chunk(c, spec.block_size)
             started = time.time()
             t = time.perf_counter()
             arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress)

@@ -171,7 +171,9 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"
 
 def coerce(value, ann: str, where: str):
     """Check a TOML value against a dataclass field annotation (as text) and convert it."""
-    opts = _split_union(ann)
+    opts = _split_union(ann.replace('"', "").replace("'", ""))
+    if "None" in opts and isinstance(value, str) and value.lower() == "none":
+        return None  # TOML has no null: "none" selects the default None of an optional setting
     for o in opts:
         if o == "int" and isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -384,10 +386,12 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
                  else "dense " + config_hash(identity)[:16])
     else:
         train = cell.train
-        settings.update({k: v for k, v in to_dict(train).items() if k not in settings})
-        static = train.static_part() if hasattr(train, "static_part") else to_dict(train)
-        init_static = {k: v for k, v in to_dict(init).items() if k != "bias_value"}
-        group = "trained " + config_hash({"network": nd, "init": init_static, "train": static})[:16]
+        tid = train.identity() if hasattr(train, "identity") else to_dict(train)
+        settings.update({k: v for k, v in tid.items() if k not in settings})
+        static = train.static_part() if hasattr(train, "static_part") else tid
+        # the training code caches compiled programs on (network, init, static part): cells differing only
+        # in traced values (lr, momentum, beta1, beta2, target_scale) share one
+        group = "trained " + config_hash({"network": nd, "init": to_dict(init), "train": repr(static)})[:16]
     settings["seed"] = seed
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     return SweepCell(kind=kind, cell=cell, seed=seed, cell_hash=cell_hash, settings=settings, group=group,

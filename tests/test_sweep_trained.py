@@ -1,0 +1,64 @@
+"""Trained sweeps: cells differing only in traced values share one compiled program, stored outcomes equal a
+direct ``train_outcomes`` call, counts and p = P(collapse) are sums over the records, resume adds only the
+missing trials."""
+import numpy as np
+import pytest
+
+training = pytest.importorskip("collapse_mc.training")
+
+from collapse_mc.estimates import wilson  # noqa: E402
+from collapse_mc.store import Store  # noqa: E402
+from collapse_mc.sweep import parse_spec_text, run_sweep  # noqa: E402
+from collapse_mc.training import trainer, train_outcomes  # noqa: E402
+
+SPEC = """
+[sweep]
+kind = "trained"
+trials = 6
+seed = 3
+block_size = 4
+[grid]
+lr = [1e-3, 3e-2]
+[network]
+width = 2
+depth = 3
+[train]
+target = "abs"
+steps = 20
+n_train = 32
+batch_size = 8
+test_points = 33
+"""
+ARRAYS = ("first_dead_layer", "born_dead", "collapsed", "diverged", "collapse_value", "final_loss", "test_rel_l2",
+          "dead_fraction")
+
+
+def test_trained_sweep(tmp_path):
+    spec = parse_spec_text(SPEC)
+    assert len(spec.cells) == 2 and len(spec.groups()) == 1  # lr is a traced value: one compiled shape
+    assert [c.settings["lr"] for c in spec.cells] == [1e-3, 3e-2] and spec.cells[0].settings["kind"] == "trained"
+    db = tmp_path / "t.sqlite"
+    misses = trainer._train_map.cache_info().misses
+    summary = run_sweep(spec, db)
+    assert summary["trials_recorded"] == 12
+    assert trainer._train_map.cache_info().misses - misses <= 1  # both cells ran one compiled program
+    with Store(db, readonly=True) as st:
+        est = {e["cell_hash"]: e for e in st.cell_estimates()}
+        for c in spec.cells:
+            direct = train_outcomes(c.cell, 0, 6, spec.seed, chunk_size=4)
+            stored = st.outcomes(c.cell_hash)
+            np.testing.assert_array_equal(stored["trial"], np.arange(6))
+            for name in ARRAYS:
+                np.testing.assert_array_equal(stored[name], np.asarray(getattr(direct, name)).astype(stored[name].dtype))
+            e = est[c.cell_hash]
+            k = int(direct.collapsed.sum())
+            assert (e["trials"], e["born_dead"], e["collapsed"], e["diverged"]) == \
+                (6, int(direct.born_dead.sum()), k, int(direct.diverged.sum()))
+            assert (e["p"], e["ci_low"], e["ci_high"]) == tuple(wilson(k, 6)[2:])
+            assert e["p_born_dead"] == int(direct.born_dead.sum()) / 6
+            assert e["dead_fraction"] == pytest.approx(float(direct.dead_fraction.astype(np.float64).mean()))
+            assert e["lr"] == c.settings["lr"] and e["target"] == "abs" and e["layers"] == 4
+            # born dead implies collapsed
+            assert not np.any(stored["born_dead"].astype(bool) & ~stored["collapsed"].astype(bool))
+    again = run_sweep(spec.with_trials(8), db)
+    assert again["trials_computed"] == 4  # only trials 6, 7 of each cell
