@@ -1,0 +1,87 @@
+"""``collapse-mc bench``: throughput of the training Monte Carlo on a fixed workload.
+
+Workload W1 (the same as ``shared/bench/peers.py``): M independent nets, d_in 1, width 4, 10 hidden layers,
+d_out 1, He-normal weights, zero biases, a full batch of 128 points on [-sqrt 3, sqrt 3], target |x|, MSE,
+Adam lr 1e-3, S steps. Reported: net-steps per second of a warm run (compilation excluded), the compile time
+(first call minus a warm call) and the process's peak resident memory.
+"""
+from __future__ import annotations
+
+import math
+
+from .common import UsageError, positive_int, print_json
+
+WORKLOADS = {
+    "W1": dict(nets=1024, width=4, depth=10, points=128, steps=100),
+}
+
+
+def register(sub):
+    p = sub.add_parser(
+        "bench",
+        help="measure training throughput (net-steps per second) on a fixed workload",
+        description="Time a fixed training workload. W1: 1024 nets, width 4, 10 hidden layers (depth = hidden "
+                    "layers; the papers' layers = 11), full batch of 128 points on [-sqrt 3, sqrt 3], target "
+                    "|x|, MSE, Adam lr 1e-3. The first call compiles and runs; the second (warm) call is timed. "
+                    "Compare with shared/bench/peers.py measured in the same run (scripts/bench_w1.sh).",
+    )
+    p.add_argument("--workload", default="W1", help="workload name (W1)")
+    p.add_argument("--nets", default=None, help="number of independent nets M (default 1024)")
+    p.add_argument("--steps", default=None, help="training steps S (default 100)")
+    p.add_argument("--repeats", default="1", help="warm runs to time (the best is reported)")
+    p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (default: all nets in one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.workload not in WORKLOADS:
+        raise UsageError(f"unknown workload {args.workload!r}; choose one of {', '.join(WORKLOADS)}")
+    w = dict(WORKLOADS[args.workload])
+    if args.nets is not None:
+        w["nets"] = positive_int("nets", args.nets)
+    if args.steps is not None:
+        w["steps"] = positive_int("steps", args.steps)
+    repeats = positive_int("repeats", args.repeats)
+    chunk = positive_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
+    rec = bench_w1(w["nets"], w["width"], w["depth"], w["points"], w["steps"], repeats, chunk)
+    rec["workload"] = args.workload
+    if args.json:
+        print_json(rec)
+    else:
+        print(f"{args.workload}: {rec['nets']} nets, width {rec['width']}, depth {rec['depth']} hidden layers, "
+              f"batch {rec['points']}, {rec['steps']} steps on {rec['devices']} {rec['platform']} device(s)")
+        print(f"  {rec['net_steps_per_second']:,.0f} net-steps/s (warm {rec['seconds']:.3f} s), "
+              f"compile {rec['compile_seconds']:.2f} s, peak RSS {rec['peak_rss_mb']:.0f} MB")
+    return 0
+
+
+def bench_w1(nets: int, width: int, depth: int, points: int, steps: int, repeats: int = 1,
+             chunk_size: int | None = None) -> dict:
+    import resource
+    import time
+
+    import jax
+
+    from ..config import InitConfig, NetworkConfig
+    from ..training import TrainCell, TrainConfig, train_outcomes
+
+    cell = TrainCell(NetworkConfig(width, depth), InitConfig("he_normal"),
+                     TrainConfig(target="abs", loss="mse", optimizer="adam", lr=1e-3, steps=steps, batch_size=None,
+                                 n_train=points, half_width=math.sqrt(3.0)))
+    chunk = chunk_size or nets
+    t0 = time.perf_counter()
+    train_outcomes(cell, 0, nets, 0, chunk_size=chunk)
+    first = time.perf_counter() - t0
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = train_outcomes(cell, 0, nets, 0, chunk_size=chunk)
+        best = min(best, time.perf_counter() - t0)
+    return {
+        "nets": nets, "width": width, "depth": depth, "layers": depth + 1, "points": points, "steps": steps,
+        "seconds": best, "net_steps_per_second": nets * steps / best, "compile_seconds": max(0.0, first - best),
+        "first_call_seconds": first, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "devices": len(jax.devices()), "platform": jax.devices()[0].platform,
+        "p_collapse": float(out.collapsed.mean()), "p_born_dead": float(out.born_dead.mean()),
+    }

@@ -1,0 +1,53 @@
+"""Classifying one network: born dead at initialization, and collapsed / diverged after training.
+
+* **born dead** (``first_dead_layer > 0``): at initialization some hidden layer's output is the same at every
+  probe point of the domain (all-zero for ReLU). Probes as in ``deadness.probes``: the exact two points
+  x = +1, -1 when d_in = 1 with zero biases, else a grid of ``test_points`` points (d_in 1), a
+  ceil(sqrt(test_points))^2 grid (d_in 2) or ``test_points`` samples (d_in >= 3).
+* **diverged**: a non-finite training loss at some step, non-finite final parameters, loss or outputs. Its
+  own category: a diverged trial is never collapsed.
+* **collapsed**: not diverged, and for every output the spread (max - min) of the trained network's output
+  over the dense test grid (``targets.test_grid``) is at most ``collapse_rtol`` times the trained target's
+  population standard deviation. The constant recorded is the output's mean over the grid.
+
+Also per trial: the final training loss, the relative L2 error on the test grid
+``sqrt(sum (f_net - f)^2 / sum f^2)`` and the fraction of dead neurons per hidden layer after training (dead:
+pre-activation <= 0 at every test-grid point).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..deadness.dense_kernel import first_true_layer
+
+
+def first_dead_layer(model, params: dict, probes: jax.Array) -> jax.Array:
+    """1-based index of the first hidden layer constant over ``probes (P, d_in)``, 0 if none (int32 scalar)."""
+    _, (_, constant) = model.apply({"params": params}, probes, report="deadness")
+    return first_true_layer(constant)
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def classify_trained(model, params: dict, grid: jax.Array, target_on_grid: jax.Array, target_std: jax.Array,
+                     rtol: float, finite: jax.Array) -> dict:
+    """Outcomes of one trained network.
+
+    ``grid (P, d_in)``, ``target_on_grid (P, d_out)`` (the trained, i.e. scaled, target), ``target_std
+    (d_out,)`` its population standard deviation, ``finite``: no non-finite loss during training. Returns
+    ``diverged``, ``collapsed`` (bool scalars), ``collapse_value (d_out,)`` (NaN unless collapsed),
+    ``test_rel_l2`` (scalar) and ``dead_fraction (depth,)``.
+    """
+    y, (dead, _) = model.apply({"params": params}, grid, report="deadness")
+    ok = finite & all_finite(params) & jnp.all(jnp.isfinite(y))
+    spread = jnp.max(y, axis=0) - jnp.min(y, axis=0)
+    collapsed = ok & jnp.all(spread <= rtol * target_std)
+    value = jnp.where(collapsed, jnp.mean(y, axis=0), jnp.nan)
+    rel = jnp.sqrt(jnp.sum(jnp.square(y - target_on_grid)) / jnp.sum(jnp.square(target_on_grid)))
+    width = params["input"].shape[-1]
+    return {"diverged": ~ok, "collapsed": collapsed, "collapse_value": value.astype(jnp.float32),
+            "test_rel_l2": rel.astype(jnp.float32), "dead_fraction": dead.astype(jnp.float32) / width}

@@ -1,0 +1,181 @@
+"""Training configuration: ``TrainConfig`` (how to train), ``TrainStatic`` (its shape part) and ``TrainCell``.
+
+Depth convention: ``NetworkConfig.depth`` counts hidden layers L_h; the papers' layers = depth + 1.
+
+``TrainConfig`` fields are also the keys of a sweep's ``[train]`` TOML table. They split in two:
+
+* **static** (fix the compiled program, see ``TrainConfig.static_part``): target, loss, optimizer kind,
+  schedule, steps, batch_size, n_train, whether targets are rescaled / normalized, half_width, test_points,
+  collapse_rtol;
+* **traced values** (``TrainConfig.values``): lr, momentum, beta1, beta2, target_scale. Cells that differ only
+  in these share one compilation.
+
+Defaults (Adam, lr 1e-3, batch 64, n_train 3000, 5000 steps) were chosen so that networks that do not
+collapse fit the target well (see the project README for the evidence).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..config import ConfigError, InitConfig, NetworkConfig, DEFAULT_HALF_WIDTH, cell_id, to_dict
+from .targets import TARGET_NAMES, Target, get_target, target_name
+
+LOSSES = ("mse", "l1")
+OPTIMIZERS = ("adam", "sgd", "nesterov", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+VALUE_FIELDS = ("lr", "momentum", "beta1", "beta2", "target_scale")
+
+DEFAULT_STEPS = 5000
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStatic:
+    """The shape part of a ``TrainConfig``: everything that fixes the compiled program."""
+
+    target: "str | Target"
+    loss: str
+    optimizer: str
+    schedule: str
+    steps: int
+    batch_size: int | None      # None = full batch
+    n_train: int
+    scaled: bool                 # target_scale is not None
+    normalize_target: bool
+    half_width: float
+    test_points: int
+    collapse_rtol: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How every trial of a cell is trained and classified.
+
+    ``target``: abs | xsin5x | step | f4, or a ``targets.Target``. ``loss``: mse | l1. ``optimizer``: adam
+    (lr, beta1, beta2) | sgd (heavy-ball ``momentum``) | nesterov (Nesterov ``momentum``) | rmsprop (decay
+    = ``beta2``, ``momentum``). ``schedule``: constant | cosine (lr * (1 + cos(pi t / steps)) / 2).
+    ``batch_size``: minibatch size, drawn with replacement every step; 0, None or ``n_train`` = full batch.
+    ``n_train``: training points drawn uniformly on [-a, a]^d_in independently for every trial (a =
+    ``half_width``). ``target_scale``: None keeps the natural scale; else targets are multiplied so that their
+    population standard deviation is ``target_scale``. ``normalize_target``: subtract the population mean and
+    divide by the population standard deviation (then times ``target_scale`` if given). ``test_points``: the
+    size of the dense test grid (see ``targets.test_grid``). ``collapse_rtol``: a trained network is collapsed
+    when, for every output, (max - min) of its output over the test grid is <= ``collapse_rtol`` times the
+    (scaled) target's population standard deviation.
+    """
+
+    target: "str | Target" = "abs"
+    loss: str = "mse"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    steps: int = DEFAULT_STEPS
+    batch_size: int | None = 64
+    n_train: int = 3000
+    target_scale: float | None = None
+    normalize_target: bool = False
+    schedule: str = "constant"
+    half_width: float = DEFAULT_HALF_WIDTH
+    test_points: int = 1025
+    collapse_rtol: float = 1e-3
+
+    def __post_init__(self):
+        _require(isinstance(self.target, Target) or self.target in TARGET_NAMES,
+                 f"unknown target {self.target!r}; choose one of {', '.join(TARGET_NAMES)}")
+        _require(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        _require(self.optimizer in OPTIMIZERS,
+                 f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        _require(self.schedule in SCHEDULES,
+                 f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        _require(_finite(self.lr) and self.lr >= 0, f"learning rate must be a finite number >= 0, got {self.lr!r}")
+        _require(_finite(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
+        _require(_finite(self.beta1) and 0 <= self.beta1 < 1, f"beta1 must be in [0, 1), got {self.beta1!r}")
+        _require(_finite(self.beta2) and 0 <= self.beta2 < 1, f"beta2 must be in [0, 1), got {self.beta2!r}")
+        _require(_is_int(self.steps) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
+        _require(_is_int(self.n_train) and self.n_train >= 1, f"n_train must be an integer >= 1, got {self.n_train!r}")
+        _require(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 0),
+                 f"batch size must be an integer >= 0 (0 = full batch), got {self.batch_size!r}")
+        _require(self.batch_size is None or self.batch_size <= self.n_train,
+                 f"batch size {self.batch_size} is larger than n_train {self.n_train}")
+        _require(self.target_scale is None or (_finite(self.target_scale) and self.target_scale > 0),
+                 f"target scale must be a finite number > 0 (or None), got {self.target_scale!r}")
+        _require(isinstance(self.normalize_target, bool), "normalize_target must be true or false")
+        _require(_finite(self.half_width) and self.half_width > 0,
+                 f"domain half-width must be > 0, got {self.half_width!r}")
+        _require(_is_int(self.test_points) and self.test_points >= 2,
+                 f"test_points must be an integer >= 2, got {self.test_points!r}")
+        _require(_finite(self.collapse_rtol) and self.collapse_rtol > 0,
+                 f"collapse_rtol must be > 0, got {self.collapse_rtol!r}")
+
+    @property
+    def full_batch(self) -> bool:
+        return not self.batch_size or self.batch_size >= self.n_train
+
+    @property
+    def effective_batch(self) -> int:
+        """Points per step (n_train for full batch)."""
+        return self.n_train if self.full_batch else int(self.batch_size)
+
+    def static_part(self) -> TrainStatic:
+        """The settings that fix the compiled program (cache compiled functions on this)."""
+        return TrainStatic(
+            target=self.target, loss=self.loss, optimizer=self.optimizer, schedule=self.schedule,
+            steps=self.steps, batch_size=None if self.full_batch else int(self.batch_size), n_train=self.n_train,
+            scaled=self.target_scale is not None, normalize_target=self.normalize_target,
+            half_width=float(self.half_width), test_points=self.test_points, collapse_rtol=float(self.collapse_rtol))
+
+    def values(self) -> dict[str, float]:
+        """The traced settings as floats (``target_scale`` is 1.0 when None; ``static_part().scaled`` says)."""
+        return {"lr": float(self.lr), "momentum": float(self.momentum), "beta1": float(self.beta1),
+                "beta2": float(self.beta2),
+                "target_scale": 1.0 if self.target_scale is None else float(self.target_scale)}
+
+    def identity(self) -> dict:
+        """JSON-able settings (the target by name; batch_size 0 -> None)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["target"] = target_name(self.target)
+        d["batch_size"] = None if self.full_batch else int(self.batch_size)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainCell:
+    """One cell of a training study: a network family, its initialization and how it is trained.
+
+    ``network.depth`` counts hidden layers (the papers' layers = depth + 1). The target's input and output
+    dimensions must match ``network.d_in`` / ``network.d_out``.
+    """
+
+    network: NetworkConfig
+    init: InitConfig = InitConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        t = get_target(self.train.target)
+        _require(t.d_in == self.network.d_in and t.d_out == self.network.d_out,
+                 f"target {t.name!r} maps R^{t.d_in} -> R^{t.d_out} but the network has d_in={self.network.d_in}, "
+                 f"d_out={self.network.d_out}")
+
+    def identity(self) -> dict:
+        """Every setting that determines the outcomes (hashed into the cell's random stream)."""
+        return {"kind": "train", "network": to_dict(self.network), "init": to_dict(self.init),
+                "train": self.train.identity()}
+
+    @property
+    def cell(self) -> int:
+        return cell_id(self.identity())

@@ -1,0 +1,26 @@
+"""Training losses on ``(d_out, B)`` predictions and targets (mean over points and outputs).
+
+With MSE a constant network's best constant is the mean of the training targets; with L1 it is a median
+(per output).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """Mean squared error, a scalar."""
+    return jnp.mean(jnp.square(pred - target))
+
+
+def l1(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """Mean absolute error, a scalar."""
+    return jnp.mean(jnp.abs(pred - target))
+
+
+LOSSES = {"mse": mse, "l1": l1}
+
+
+def get_loss(name: str):
+    return LOSSES[name]
