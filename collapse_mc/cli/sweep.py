@@ -13,7 +13,7 @@ import sys
 
 from .common import UsageError, positive_int, print_json, table
 
-DB_HELP = "the SQLite results store (created by 'sweep run' if missing; default results.sqlite)"
+DB_HELP = "the SQLite results store (created by 'sweep run' if missing; default collapse_mc.sqlite)"
 RESULT_KEYS = ("trials", "born_dead", "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead",
                "born_dead_ci_low", "born_dead_ci_high", "dead_fraction", "blocks", "cell_hash")
 SETTING_ORDER = ("kind", "width", "depth", "layers", "d_in", "d_out", "activation", "residual", "init", "bias",
@@ -34,7 +34,7 @@ def register(sub):
                                   "with collapse_mc, e.g. paper2_born_dead) into --db. The spec and the store "
                                   "are checked before anything is computed or written.")
     r.add_argument("spec", help="TOML spec file, or a shipped spec name (see 'sweep check --list')")
-    r.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    r.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
     r.add_argument("--trials", default=None, help="override the spec's trials per cell")
     r.add_argument("--chunk-size", default=None, help="trials per compiled chunk (memory; outcomes unchanged)")
     r.add_argument("--json", action="store_true", help="print a JSON summary (with per-cell results) at the end")
@@ -44,7 +44,7 @@ def register(sub):
     s = ss.add_parser("status", help="per cell: trials done / planned",
                       description="Show every sweep recorded in the store and, per cell, the trials recorded "
                                   "within the plan (done) and the trials planned by the latest run.")
-    s.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    s.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=status_cmd)
 
@@ -63,7 +63,7 @@ def register(sub):
                                    "(ci_low, ci_high). p is the collapse probability for trained cells and the "
                                    "born-dead probability for born-dead cells; p_born_dead is always given. "
                                    "depth = hidden layers; layers = depth + 1.")
-    q.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    q.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
     q.add_argument("--kind", choices=("born_dead", "trained"), default=None, help="only cells of this kind")
     q.add_argument("--sweep", default=None, help="only the cells of this sweep (name or hash prefix)")
     q.add_argument("--json", action="store_true", help="print one JSON array, one object per cell")
@@ -72,7 +72,7 @@ def register(sub):
     e = sub.add_parser("export", help="export a results store as CSV or JSON",
                        description="Export per-cell results (--level cells, as 'results'), the block records "
                                    "(--level blocks) or the per-trial outcomes (--level trials).")
-    e.add_argument("--db", default="results.sqlite", help=DB_HELP)
+    e.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
     e.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     e.add_argument("--level", choices=("cells", "blocks", "trials"), default="cells",
                    help="cells (default), blocks or trials")

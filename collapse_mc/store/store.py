@@ -409,8 +409,9 @@ class Store:
         ).fetchall()
         out = []
         want = None if cell_hashes is None else list(cell_hashes)
+        wanted = None if want is None else set(want)
         for h, k, settings, nblocks, n, bd, col, div, dfs in rows:
-            if want is not None and h not in want:
+            if wanted is not None and h not in wanted:
                 continue
             if kind is not None and k != kind:
                 continue
