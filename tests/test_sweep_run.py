@@ -251,6 +251,10 @@ def test_results_and_export_equal_store_records(reference, capsys, monkeypatch):
         mine = [r for r in trials if r["cell_hash"] == h]
         assert [int(r["trial"]) for r in mine] == list(range(n))
         assert [int(r["first_dead_layer"]) for r in mine] == fdl.tolist()
+    out_file = reference.parent / "cells.csv"
+    assert main(["export", "--db", str(reference), "--format", "csv", "--out", str(out_file)]) == 0
+    assert capsys.readouterr().out == ""
+    check(list(csv.DictReader(io.StringIO(out_file.read_text()))))
     assert main(["results", "--db", str(reference)]) == 0  # the human table
     text = capsys.readouterr().out
     assert "born dead" in text and "95% high" in text and "rai" in text

@@ -129,6 +129,10 @@ BAD_SPECS = {
     "[train] in a born_dead sweep": GOOD + "[train]\nlr = 0.1\n",
     "negative bias sigma": GOOD + '[init]\nbias = "normal"\nbias_value = -1.0\n',
     "infinite float": GOOD + "[probe]\nhalf_width = inf\n",
+    "trained: momentum out of range": GOOD.replace('"born_dead"', '"trained"') + "[train]\nmomentum = 1.5\n",
+    "trained: string learning rate": GOOD.replace('"born_dead"', '"trained"') + '[train]\nlr = "fast"\n',
+    "trained: target does not fit the network": GOOD.replace('"born_dead"', '"trained"') + '[train]\ntarget = "f4"\n',
+    "trained: [probe] table": GOOD.replace('"born_dead"', '"trained"') + "[probe]\ngrid_points = 9\n",
 }
 
 
