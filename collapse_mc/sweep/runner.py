@@ -71,11 +71,6 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
     return min(default_chunk_size(sc.cell, n), max(n, 1 << max(0, (block_size - 1).bit_length())))
 
 
-def prepare(spec: SweepSpec, db_path) -> None:
-    """Validate the store path without writing (raises ``StoreError``)."""
-    check_store_path(db_path, create=True)
-
-
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,
               cell_callback: Callable[[SweepCell, int, int, list], None] | None = None) -> dict:
     """Run (or resume) a sweep into the store at ``db_path``; returns a summary dict.
