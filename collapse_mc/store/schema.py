@@ -34,6 +34,10 @@ Tables
     ``born_dead``, ``collapsed``, ``diverged`` (``|u1``), ``collapse_value`` ``(T, d_out)``, ``final_loss``,
     ``test_rel_l2``, ``dead_fraction`` ``(T, L_h)`` (``<f4``). Block sums (no trial axis):
     ``layer_dead_fraction_sum`` ``(L_h,)`` ``<f8``, the per-layer dead-neuron fraction summed over trials.
+``artifacts(kind, name, data, created_at)`` PK (kind, name)
+    Small JSON documents derived from a study that figures need but counts cannot give, e.g. ``example_fit``:
+    a collapsed and a successful network evaluated on the domain. Created on demand (older files of version 1
+    may lack the table; readers then see no artifacts).
 ``claims(cell_hash, trial_start, trial_stop, owner, host, pid, claimed_at)`` PK (cell_hash, start, stop)
     Advisory: a running process marks the block it computes so a second process picks another one first.
     Correctness never depends on claims (a stale claim only delays a block to the end of a run).
@@ -44,7 +48,7 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x434D4353  # 'CMCS'
 APPLICATION = "collapse_mc"
 
-TABLES = ("meta", "cells", "sweeps", "plan", "blocks", "block_arrays", "claims")
+TABLES = ("meta", "cells", "sweeps", "plan", "blocks", "block_arrays", "claims")  # required; artifacts is optional
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -110,6 +114,13 @@ CREATE TABLE IF NOT EXISTS block_arrays (
     shape TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (block_id, name)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (kind, name)
 );
 CREATE TABLE IF NOT EXISTS claims (
     cell_hash TEXT NOT NULL,

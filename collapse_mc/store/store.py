@@ -439,6 +439,27 @@ class Store:
             out.sort(key=lambda r: order[r["cell_hash"]])
         return out
 
+    # -- artifacts
+    def put_artifact(self, kind: str, name: str, data: dict) -> None:
+        """Store (or replace) a small JSON document ``data`` under ``(kind, name)``."""
+        text = json.dumps(data, allow_nan=False)
+
+        def write(con):
+            con.execute("CREATE TABLE IF NOT EXISTS artifacts (kind TEXT NOT NULL, name TEXT NOT NULL, "
+                        "data TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (kind, name))")
+            con.execute("INSERT OR REPLACE INTO artifacts (kind, name, data, created_at) VALUES (?, ?, ?, ?)",
+                        (kind, name, text, time.time()))
+        self._write(write)
+
+    def artifacts(self, kind: str) -> list[tuple[str, dict]]:
+        """``[(name, data)]`` of the artifacts of ``kind``, by name (empty when the table does not exist)."""
+        try:
+            rows = self.con.execute("SELECT name, data FROM artifacts WHERE kind = ? ORDER BY name",
+                                    (kind,)).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [(n, json.loads(d)) for n, d in rows]
+
     def sweeps(self) -> list[dict]:
         cur = self.con.execute("SELECT sweep_hash, name, kind, spec, created_at, updated_at FROM sweeps "
                                "ORDER BY created_at, rowid")
