@@ -29,7 +29,7 @@ def register(sub):
     p.add_argument("--nets", default=None, help="number of independent nets M (default 1024)")
     p.add_argument("--steps", default=None, help="training steps S (default 100)")
     p.add_argument("--repeats", default="1", help="warm runs to time (the best is reported)")
-    p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (default: all nets in one)")
+    p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (default: sized for the cache on CPU, for memory on GPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -69,7 +69,7 @@ def bench_w1(nets: int, width: int, depth: int, points: int, steps: int, repeats
     cell = TrainCell(NetworkConfig(width, depth), InitConfig("he_normal"),
                      TrainConfig(target="abs", loss="mse", optimizer="adam", lr=1e-3, steps=steps, batch_size=None,
                                  n_train=points, half_width=math.sqrt(3.0)))
-    chunk = chunk_size or nets
+    chunk = chunk_size
     t0 = time.perf_counter()
     train_outcomes(cell, 0, nets, 0, chunk_size=chunk)
     first = time.perf_counter() - t0

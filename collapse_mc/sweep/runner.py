@@ -63,12 +63,14 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
     """One chunk size per cell: the estimator's memory-bounded default capped at the power of two >= the block
     size, so the last, shorter block is padded rather than recompiled, and cells of a group share a program."""
     import jax
+    n = len(jax.devices())
     if sc.kind == "born_dead":
         from ..deadness.born_dead import default_chunk_size
+        chunk = default_chunk_size(sc.cell, n)
     else:
         from ..training.trainer import default_chunk_size
-    n = len(jax.devices())
-    return min(default_chunk_size(sc.cell, n), max(n, 1 << max(0, (block_size - 1).bit_length())))
+        chunk = default_chunk_size(sc.cell, n, jax.devices()[0].platform)
+    return min(chunk, max(n, 1 << max(0, (block_size - 1).bit_length())))
 
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,

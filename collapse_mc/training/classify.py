@@ -7,7 +7,7 @@
 * **diverged**: a non-finite training loss at some step, non-finite final parameters, loss or outputs. Its
   own category: a diverged trial is never collapsed.
 * **collapsed**: not diverged, and for every output the spread (max - min) of the trained network's output
-  over the dense test grid (``targets.test_grid``) is at most ``collapse_rtol`` times the trained target's
+  over the dense test grid (``targets.dense_grid``) is at most ``collapse_rtol`` times the trained target's
   population standard deviation. The constant recorded is the output's mean over the grid.
 
 Also per trial: the final training loss, the relative L2 error on the test grid

@@ -72,7 +72,7 @@ class TrainConfig:
     ``half_width``). ``target_scale``: None keeps the natural scale; else targets are multiplied so that their
     population standard deviation is ``target_scale``. ``normalize_target``: subtract the population mean and
     divide by the population standard deviation (then times ``target_scale`` if given). ``test_points``: the
-    size of the dense test grid (see ``targets.test_grid``). ``collapse_rtol``: a trained network is collapsed
+    size of the dense test grid (see ``targets.dense_grid``). ``collapse_rtol``: a trained network is collapsed
     when, for every output, (max - min) of its output over the test grid is <= ``collapse_rtol`` times the
     (scaled) target's population standard deviation.
     """
@@ -92,7 +92,7 @@ class TrainConfig:
     schedule: str = "constant"
     half_width: float = DEFAULT_HALF_WIDTH
     test_points: int = 1025
-    collapse_rtol: float = 1e-3
+    collapse_rtol: float = 1e-2
 
     def __post_init__(self):
         _require(isinstance(self.target, Target) or self.target in TARGET_NAMES,

@@ -113,7 +113,7 @@ def target_stats(target: "str | Target", half_width: float) -> TargetStats:
                        tuple(float(v) for v in y.std(0)))
 
 
-def test_grid(d_in: int, half_width: float, points: int) -> np.ndarray:
+def dense_grid(d_in: int, half_width: float, points: int) -> np.ndarray:
     """The dense test set of the domain used to classify trained networks, ``(P, d_in)`` float32.
 
     d_in = 1: ``points`` equally spaced points on [-a, a] (endpoints included); d_in = 2: a

@@ -41,11 +41,12 @@ from .config import TrainCell, TrainStatic, VALUE_FIELDS
 from .forward import forward_t
 from .losses import get_loss
 from .optimizers import make_optimizer
-from .targets import get_target, target_stats, test_grid
+from .targets import get_target, target_stats, dense_grid
 
 MAX_BLOCKS = 32
 MIN_BLOCK = 50
 CHUNK_MEMORY_BYTES = 256 << 20
+CPU_CACHE_BYTES = 256 << 10
 
 
 class TrainOutcomes(NamedTuple):
@@ -89,7 +90,7 @@ class TrainProgram:
         self.custom_optimizer = optimizer
         probe = ProbeConfig(static.half_width, static.test_points, static.test_points)
         self.probes = np.asarray(probe_points(network, init, probe), np.float32)
-        self.grid = test_grid(network.d_in, static.half_width, static.test_points)
+        self.grid = dense_grid(network.d_in, static.half_width, static.test_points)
         self.target_grid = np.asarray(self.target(jnp.asarray(self.grid)), np.float32).reshape(
             len(self.grid), network.d_out)
 
@@ -253,10 +254,19 @@ class TrainMap:
         return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *pieces)
 
 
-def default_chunk_size(cell: TrainCell, n_devices: int) -> int:
-    """Trials per chunk, bounding intermediates to roughly ``CHUNK_MEMORY_BYTES`` (a power of two)."""
+def default_chunk_size(cell: TrainCell, n_devices: int, platform: str = "cpu") -> int:
+    """Trials per chunk (a multiple of ``n_devices``).
+
+    On CPU the chunk is sized for the cache: each device's slice of one layer's activations, ``trials x width x
+    batch`` float32, is about ``CPU_CACHE_BYTES`` (measured best on W1, see BENCHMARKS.md); elsewhere the
+    largest chunk whose intermediates stay within roughly ``CHUNK_MEMORY_BYTES``.
+    """
     n, t = cell.network, cell.train
     b = t.effective_batch
+    if platform == "cpu":
+        per_device = max(8, min(4096, CPU_CACHE_BYTES // (4 * n.width * b)))
+        chunk = n_devices * (1 << (per_device.bit_length() - 1))
+        return chunk
     n_params = (n.d_in + 1) * n.width + (n.depth - 1) * (n.width + 1) * n.width + (n.width + 1) * n.d_out
     per_trial = 4 * (4 * n.depth * n.width * b + 8 * n_params + 3 * (n.d_in + n.d_out) * t.n_train
                      + 4 * t.test_points * (n.width + n.d_out))
@@ -282,7 +292,7 @@ def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, tria
     ``block_steps``: steps per host block (default: ``block_plan``).
     """
     devices = tuple(devices) if devices is not None else tuple(jax.devices())
-    chunk = chunk_size or default_chunk_size(cell, len(devices))
+    chunk = chunk_size or default_chunk_size(cell, len(devices), devices[0].platform)
     if chunk_size is None and trials is not None:
         chunk = min(chunk, max(len(devices), 1 << max(0, (int(trials) - 1).bit_length())))
     steps = cell.train.steps

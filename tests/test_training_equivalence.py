@@ -1,0 +1,107 @@
+"""Reproducibility of the training Monte Carlo: a vmapped trial equals the trial trained alone, and outcomes do
+not depend on chunk size, blocking of steps, trial range or device count."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import optax
+import pytest
+
+from collapse_mc.config import InitConfig, NetworkConfig
+from collapse_mc.training import TrainCell, TrainConfig, summarize_training, train_outcomes, trainer
+from collapse_mc.training.trainer import train_single
+
+NET = NetworkConfig(3, 3)
+TRAIN = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.5, steps=60, batch_size=8, n_train=64, test_points=65)
+CELL = TrainCell(NET, InitConfig(), TRAIN)
+T = 12
+FLOATS = ("collapse_value", "final_loss", "test_rel_l2", "dead_fraction")
+EXACT = ("first_dead_layer", "born_dead", "collapsed", "diverged")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return train_outcomes(CELL, 0, T, seed=5, chunk_size=4)
+
+
+def assert_same(a, b, rtol=1e-6):
+    for f in EXACT:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    for f in FLOATS:
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=rtol, atol=1e-6, err_msg=f)
+
+
+def test_outcomes_shapes_and_logic(reference):
+    o = reference
+    assert o.first_dead_layer.shape == (T,) and o.first_dead_layer.dtype == np.int32
+    assert o.collapse_value.shape == (T, 1) and o.collapse_value.dtype == np.float32
+    assert o.dead_fraction.shape == (T, NET.depth)
+    assert np.array_equal(o.born_dead, o.first_dead_layer > 0)
+    assert 0 < o.collapsed.sum() < T and not o.diverged.any()  # the cell mixes both outcomes
+    assert np.all(o.collapsed[o.born_dead])                      # born dead implies collapsed
+    assert np.all(np.isnan(o.collapse_value[~o.collapsed])) and np.all(np.isfinite(o.collapse_value[o.collapsed]))
+    # a born-dead trial is dead from its first dead layer on: that layer's neurons are all dead after training
+    for i in np.flatnonzero(o.born_dead):
+        assert o.dead_fraction[i, o.first_dead_layer[i] - 1] == 1.0
+
+
+def test_chunk_size_blocks_and_range_do_not_matter(reference):
+    blocked = train_outcomes(CELL, 0, T, seed=5, chunk_size=8, block_steps=7)  # 9 blocks, last one masked
+    assert_same(reference, blocked)
+    part = train_outcomes(CELL, 3, 9, seed=5, chunk_size=4)
+    assert_same(trainer.TrainOutcomes(*(x[3:9] for x in reference)), part)
+
+
+def test_vmapped_trial_equals_trial_trained_alone(reference):
+    for trial in (0, 5, 7):
+        alone = train_single(CELL, trial, seed=5)
+        for f in EXACT:
+            if f != "born_dead":
+                assert alone[f] == getattr(reference, f)[trial], f
+        for f in FLOATS:
+            np.testing.assert_allclose(alone[f], getattr(reference, f)[trial], rtol=1e-4, atol=1e-6, err_msg=f)
+
+
+def test_progress_moves_with_blocks_and_counts_trials():
+    calls = []
+    train_outcomes(CELL, 0, T, seed=5, chunk_size=8, block_steps=7, progress=calls.append)
+    assert sum(calls) == T and len(calls) > 2
+
+
+def test_traced_values_share_compilation_and_divergence_is_a_category(reference):
+    misses = trainer._train_map.cache_info().misses
+    wild = TrainCell(NET, InitConfig(), TrainConfig(**{**TRAIN.identity(), "lr": 1e3, "momentum": 0.9}))
+    out = train_outcomes(wild, 0, T, seed=5, chunk_size=4)
+    assert trainer._train_map.cache_info().misses == misses  # same static part: no new program
+    assert out.diverged.all() and not out.collapsed.any() and np.all(np.isnan(out.collapse_value))
+    rec = summarize_training(wild, out)
+    json.dumps(rec, allow_nan=False)
+    assert rec["diverged"] == T and rec["p_collapse"] == 0.0 and rec["collapse_value_median"] == [None]
+
+
+def test_custom_optax_optimizer_equals_configured(reference):
+    custom = train_outcomes(CELL, 0, 4, seed=5, chunk_size=4, optimizer=optax.sgd(0.05, momentum=0.5))
+    assert_same(trainer.TrainOutcomes(*(x[:4] for x in reference)), custom, rtol=1e-4)
+
+
+SCRIPT = """
+import json, sys, numpy as np, jax
+from collapse_mc.config import InitConfig, NetworkConfig
+from collapse_mc.training import TrainCell, TrainConfig, train_outcomes
+assert jax.device_count() == 8, jax.device_count()
+cell = TrainCell(NetworkConfig(3, 3), InitConfig(), TrainConfig(**json.loads(sys.argv[1])))
+o = train_outcomes(cell, 0, 12, seed=5, chunk_size=8)
+np.savez(sys.argv[2], **o._asdict())
+"""
+
+
+def test_device_count_does_not_matter(reference, tmp_path):
+    path = tmp_path / "o.npz"
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(TRAIN.identity()), str(path)], env=env, check=True,
+                   timeout=300)
+    with np.load(path) as z:
+        other = trainer.TrainOutcomes(**{k: z[k] for k in z.files})
+    assert_same(reference, other)
