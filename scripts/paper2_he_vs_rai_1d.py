@@ -3,7 +3,8 @@
 numbers) and draw its figures.  Usage: python scripts/paper2_he_vs_rai_1d.py [--quick] [--db PATH] [--out DIR] [--json]"""
 import sys
 
+from collapse_mc.jobs.example_fits import store_example_fits
 from collapse_mc.jobs.reproduce import main
 
 if __name__ == "__main__":
-    sys.exit(main("paper2_he_vs_rai_1d", sys.argv[1:]))
+    sys.exit(main("paper2_he_vs_rai_1d", sys.argv[1:], after=store_example_fits))

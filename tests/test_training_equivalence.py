@@ -105,3 +105,24 @@ def test_device_count_does_not_matter(reference, tmp_path):
     with np.load(path) as z:
         other = trainer.TrainOutcomes(**{k: z[k] for k in z.files})
     assert_same(reference, other)
+
+
+def test_example_fits_are_the_classified_networks(reference):
+    """Re-trained example trials reproduce the Monte Carlo's classification and test error on the same grid."""
+    from collapse_mc.training.fits import choose_examples, trained_predictions
+    from collapse_mc.training.targets import dense_grid
+
+    outcomes = {"trial": np.arange(T), **{f: getattr(reference, f) for f in ("collapsed", "diverged", "test_rel_l2")}}
+    chosen = choose_examples(outcomes)
+    c, t = chosen["collapsed"], chosen["trained"]
+    assert reference.collapsed[c] and not reference.collapsed[t]
+    assert reference.test_rel_l2[t] == reference.test_rel_l2[~reference.collapsed].min()
+    x, target, y = trained_predictions(CELL, [c, t], seed=5, points=TRAIN.test_points)
+    np.testing.assert_array_equal(x, dense_grid(1, TRAIN.half_width, TRAIN.test_points))
+    np.testing.assert_allclose(target[:, 0], np.abs(x[:, 0]), rtol=1e-6)
+    # the collapsed network is constant at its recorded constant
+    assert np.ptp(y[0]) <= TRAIN.collapse_rtol * 0.5
+    np.testing.assert_allclose(y[0].mean(), reference.collapse_value[c, 0], rtol=1e-4)
+    # the trained network's relative L2 error on the test grid is the recorded one
+    rel = np.linalg.norm(y[1] - target) / np.linalg.norm(target)
+    np.testing.assert_allclose(rel, reference.test_rel_l2[t], rtol=1e-4)

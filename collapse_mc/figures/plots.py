@@ -43,14 +43,14 @@ def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = N
     an upper bound). ``trained``: records with width, depth, p_collapse, ci_low, ci_high, drawn as open squares
     (collapse after training, which includes born dead)."""
     widths = list(widths) if widths is not None else [int(w) for w in grid.widths]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
     cmap = plt.get_cmap("cividis")
     p = grid.p
     lo, hi = grid.intervals()
     for n, w in enumerate(widths):
         i = int(np.nonzero(grid.widths == w)[0][0])
         has = grid.n[i] > 0
-        colour = cmap(n / max(len(widths) - 1, 1) * 0.9)
+        colour = cmap(n / max(len(widths) - 1, 1) * 0.8)
         d = grid.depths[has]
         ax.plot(d, p[i, has], marker=MARKERS[n % len(MARKERS)], markevery=max(1, len(d) // 8), ms=4,
                 color=colour, label=f"N={w}")
@@ -60,7 +60,7 @@ def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = N
     if trained:
         for r in trained:
             n = widths.index(int(r["width"])) if int(r["width"]) in widths else 0
-            colour = cmap(n / max(len(widths) - 1, 1) * 0.9)
+            colour = cmap(n / max(len(widths) - 1, 1) * 0.8)
             ax.errorbar([r["depth"]], [r["p_collapse"]], yerr=[[r["p_collapse"] - r["ci_low"]],
                                                                [r["ci_high"] - r["p_collapse"]]],
                         marker="s", mfc="white", color=colour, ms=6, capsize=2, ls="none")
@@ -71,7 +71,8 @@ def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = N
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title or "Born dead at initialization (95 % Wilson bands)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
     return _save(fig, base)
 
 

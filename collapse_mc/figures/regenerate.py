@@ -62,7 +62,7 @@ def regenerate(store, out: str, thresholds=(0.01, 0.10, 0.50)) -> list[str]:
                                             title=f"Born dead at initialization, {init}")
     files += _init_comparisons(store, out)
     files += _collapse_constants(store, trained, out)
-    files += _example_fits(store, out)
+    files += example_fit_figures(store, out)
     return files
 
 
@@ -116,7 +116,8 @@ def _collapse_constants(store, trained, out) -> list[str]:
     return files
 
 
-def _example_fits(store, out) -> list[str]:
+def example_fit_figures(store, out) -> list[str]:
+    """One example-fits figure per stored ``example_fit`` artifact."""
     getter = getattr(store, "artifacts", None)
     if getter is None:
         return []

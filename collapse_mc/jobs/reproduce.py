@@ -16,11 +16,18 @@ from typing import Callable
 
 QUICK_TRIALS = {"born_dead": 2000, "trained": 48}
 QUICK_STEPS = 300
+# quick runs keep each experiment's key comparison but fewer cells (compilation dominates a quick run)
+QUICK_GRID = {
+    "paper1_targets_losses": {"target": ["abs", "xsin5x"]},
+    "paper2_he_vs_rai_1d": {"depth": [9]},
+    "paper2_he_vs_rai_f4": {"width": [2]},
+}
 
 
 def quick_spec_data(data: dict) -> dict:
-    """A copy of a parsed spec with quick trials / steps / block size."""
+    """A copy of a parsed spec with quick trials / steps / block size and (``QUICK_GRID``) a smaller grid."""
     data = {k: dict(v) for k, v in data.items()}
+    data["grid"] = {**data.get("grid", {}), **QUICK_GRID.get(data["sweep"].get("name"), {})}
     kind = data["sweep"]["kind"]
     trials = min(int(data["sweep"]["trials"]), QUICK_TRIALS[kind])
     data["sweep"]["trials"] = trials

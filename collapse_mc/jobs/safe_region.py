@@ -41,6 +41,7 @@ class SafeRegionJob:
 
 # trained spot checks: (width, depth) cells on abs(x), MSE, Adam -- papers 1 and 2's setting at depth 9
 SPOT_CHECKS = ((2, 9), (3, 9), (4, 9), (5, 9), (8, 9))
+EXAMPLE_FIT_WIDTH = 2  # the spot check whose collapsed and best trained networks are drawn
 
 
 def born_dead_spec(job: SafeRegionJob, widths: Sequence[int] | None = None, trials: int | None = None):
@@ -55,8 +56,8 @@ def born_dead_spec(job: SafeRegionJob, widths: Sequence[int] | None = None, tria
     }, origin="safe-region")
 
 
-def spot_check_spec(job: SafeRegionJob):
-    widths = sorted({w for w, _ in SPOT_CHECKS})
+def spot_check_spec(job: SafeRegionJob, widths: Sequence[int] | None = None):
+    widths = sorted(widths or {w for w, _ in SPOT_CHECKS})
     depths = sorted({d for _, d in SPOT_CHECKS})
     return parse_spec({
         "sweep": {"kind": "trained", "name": "safe_region_spot_checks", "trials": job.spot_trials,
@@ -91,6 +92,8 @@ def run(job: SafeRegionJob, db: str, progress_factory: Callable | None = None, a
     if job.spot_checks and training_available():
         res = _run(spot_check_spec(job), db, progress_factory, "spot checks")
         summary["spot_check_trials_computed"] = res["trials_computed"]
+        from .example_fits import store_example_fits
+        summary["example_fits"] = store_example_fits(spot_check_spec(job, [EXAMPLE_FIT_WIDTH]), db)
     return summary
 
 
@@ -154,15 +157,18 @@ def spot_check_records(job: SafeRegionJob, store) -> list[dict]:
 def draw(job: SafeRegionJob, db: str, out: str) -> dict:
     """Draw the safe-region diagram and the probability-vs-depth figure from the store; return boundaries."""
     from .. import figures
+    from ..figures.regenerate import example_fit_figures
     with Store(db) as store:
         grid = job_grid(job, store)
         spots = spot_check_records(job, store)
+        fit_files = example_fit_figures(store, out)
     if grid is None:
         raise FileNotFoundError("no safe-region results in the store")
     files = figures.safe_region(grid, os.path.join(out, "safe_region"), job.thresholds)
     files += figures.probability_vs_depth(grid, os.path.join(out, "p_vs_depth"),
                                           widths=[w for w in (1, 2, 3, 4, 5, 6, 8, 10, 12) if w in grid.widths],
                                           trained=spots)
+    files += fit_files
     boundaries = []
     for thr in job.thresholds:
         for b in grid.boundaries(thr):
