@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -23,7 +24,8 @@ EXACT = ("first_dead_layer", "born_dead", "collapsed", "diverged")
 
 @pytest.fixture(scope="module")
 def reference():
-    return train_outcomes(CELL, 0, T, seed=5, chunk_size=4)
+    import jax
+    return train_outcomes(CELL, 0, T, seed=5, chunk_size=4, devices=jax.devices()[:1])   # one device
 
 
 def assert_same(a, b, rtol=1e-6):
@@ -73,7 +75,7 @@ def test_progress_moves_with_blocks_and_counts_trials():
 def test_traced_values_share_compilation_and_divergence_is_a_category(reference):
     misses = trainer._train_map.cache_info().misses
     wild = TrainCell(NET, InitConfig(), TrainConfig(**{**TRAIN.identity(), "lr": 1e3, "momentum": 0.9}))
-    out = train_outcomes(wild, 0, T, seed=5, chunk_size=4)
+    out = train_outcomes(wild, 0, T, seed=5, chunk_size=4, devices=jax.devices()[:1])  # as the reference
     assert trainer._train_map.cache_info().misses == misses  # same static part: no new program
     assert out.diverged.all() and not out.collapsed.any() and np.all(np.isnan(out.collapse_value))
     rec = summarize_training(wild, out)

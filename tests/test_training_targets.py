@@ -140,12 +140,22 @@ def test_hand_written_backward_equals_autodiff_of_flax_mlp(net):
     rng = np.random.default_rng(1)
     x = rng.uniform(-2, 2, (40, net.d_in)).astype(np.float32)
     y = rng.normal(size=(40, net.d_out)).astype(np.float32)
-    params = model.init(jax.random.key(3), jnp.zeros((1, net.d_in)))["params"]
-    ref = jax.grad(lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2))(params)
-    ours = jax.grad(lambda p: jnp.mean((forward_t(net, p, x.T).T - y) ** 2))(params)
+    params = jax.jit(lambda k: model.init(k, jnp.zeros((1, net.d_in)))["params"])(jax.random.key(3))
+    ref = jax.jit(jax.grad(lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2)))(params)
+    ours = jax.jit(jax.grad(lambda p: jnp.mean((forward_t(net, p, x.T).T - y) ** 2)))(params)
     for path, a in jax.tree_util.tree_leaves_with_path(ref):
         b = ours
         for k in path:
             b = b[k.key]
         assert float(jnp.max(jnp.abs(a))) > 0, path
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=str(path))
+
+
+def test_median_interval_of_targets():
+    """Every value between the lower and upper median is an L1 optimum: a point for |x|, [0.2, 0.8] for the step
+    target 1{x>0} + 0.2 sin(5x) on [-sqrt 3, sqrt 3] (SCIENCE.md section 5: 'any value in [0.2, 0.8]')."""
+    a = math.sqrt(3)
+    s = target_stats("abs", a)
+    assert abs(s.median_low[0] - a / 2) < 1e-4 and abs(s.median_high[0] - a / 2) < 1e-4
+    s = target_stats("step", a)
+    assert abs(s.median_low[0] - 0.2) < 1e-4 and abs(s.median_high[0] - 0.8) < 1e-4

@@ -166,21 +166,29 @@ def example_fits(x: np.ndarray, target: np.ndarray, fits: Sequence[tuple[str, np
 
 
 def collapse_constants(values: dict[str, np.ndarray], reference: dict[str, float], base: str,
-                       title: str | None = None) -> list[str]:
+                       title: str | None = None, bands: dict[str, tuple[float, float]] | None = None) -> list[str]:
     """Histograms of the constants that collapsed networks output, one panel per loss (``values[loss]``), with
-    the value theory predicts (``reference[loss]``: the target mean for MSE, a median for L1) as a line."""
+    the value theory predicts (``reference[loss]``: the target mean for MSE, a median for L1) as a line.
+    ``bands[loss]``: an interval of optimal constants drawn shaded when it is wide (every value between the
+    target's lower and upper median is an L1 optimum, e.g. [0.2, 0.8] for the step target)."""
     losses = list(values)
     fig, axes = plt.subplots(1, len(losses), figsize=(3.6 * len(losses), 3.4), squeeze=False)
     for ax, loss in zip(axes[0], losses):
         v = np.asarray(values[loss], float)
         v = v[np.isfinite(v)]
         ref = reference[loss]
+        band = (bands or {}).get(loss)
+        wide = band is not None and band[1] - band[0] > 1e-3
+        if wide:
+            ax.axvspan(band[0], band[1], color="0.85", zorder=0,
+                       label=f"every median [{band[0]:.2f}, {band[1]:.2f}]")
         if len(v):
             span = max(np.ptp(v), 0.02)
             ax.hist(v, bins=30, range=(min(v.min(), ref) - 0.1 * span, max(v.max(), ref) + 0.1 * span),
                     color="0.6", edgecolor="k")
-        ax.axvline(ref, color="k", ls="--", lw=1.5,
-                   label=("target mean" if loss == "mse" else "target median") + f" {ref:.4f}")
+        if not wide:
+            ax.axvline(ref, color="k", ls="--", lw=1.5,
+                       label=("target mean" if loss == "mse" else "target median") + f" {ref:.4f}")
         ax.set_xlabel(f"collapse constant ({loss.upper()} loss)")
         ax.set_ylabel("collapsed networks")
         ax.set_title(f"{loss.upper()}: n={len(v)}, median {np.median(v) if len(v) else float('nan'):.4f}",

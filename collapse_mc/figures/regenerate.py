@@ -111,8 +111,9 @@ def _collapse_constants(store, trained, out) -> list[str]:
         stats = target_stats(tgt, half)
         values = {loss: np.concatenate(v) for loss, v in sorted(per_loss.items(), reverse=True)}
         ref = {loss: (stats.mean[0] if loss == "mse" else stats.median[0]) for loss in values}
+        band = {"l1": (stats.median_low[0], stats.median_high[0])}
         files += plots.collapse_constants(values, ref, os.path.join(out, f"collapse_constants_{tgt}"),
-                                          title=f"Collapse constants, target {tgt} (output 1)")
+                                          title=f"Collapse constants, target {tgt} (output 1)", bands=band)
     return files
 
 

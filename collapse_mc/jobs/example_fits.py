@@ -4,8 +4,9 @@ from __future__ import annotations
 
 def store_example_fits(spec, db, quick: bool = False) -> list[str]:
     """After a trained sweep: for every 1-D trained cell, store an ``example_fit`` artifact (its first collapsed
-    trial and its best trained trial, re-trained and evaluated on a grid) for the example-fits figure.
-    Returns the artifact names. Cells already having one are skipped (re-running only redraws)."""
+    trial and its best trained trial, re-trained and evaluated on a grid) for the example-fits figure; with
+    ``quick``, for the first such cell only. Returns the artifact names. Cells already having one are skipped
+    (re-running only redraws)."""
     from ..store import Store
     from ..training.fits import example_fit
 
@@ -29,4 +30,6 @@ def store_example_fits(spec, db, quick: bool = False) -> list[str]:
                 if art is not None:
                     store.put_artifact("example_fit", name, art)
                     names.append(name)
+                    if quick:
+                        return names
     return names

@@ -18,8 +18,9 @@ QUICK_TRIALS = {"born_dead": 2000, "trained": 48}
 QUICK_STEPS = 300
 # quick runs keep each experiment's key comparison but fewer cells (compilation dominates a quick run)
 QUICK_GRID = {
-    "paper1_targets_losses": {"target": ["abs", "xsin5x"]},
-    "paper2_he_vs_rai_1d": {"depth": [9]},
+    "paper2_born_dead": {"width": [3, 5, 10]},                 # paper 2's three read-outs
+    "paper1_targets_losses": {"target": ["abs", "xsin5x"]},    # mean vs median needs x sin(5x); both losses
+    "paper2_he_vs_rai_1d": {"depth": [9], "target": ["abs"]},  # He vs RAI on the papers' main setting
     "paper2_he_vs_rai_f4": {"width": [2]},
 }
 

@@ -44,11 +44,12 @@ SPOT_CHECKS = ((2, 9), (3, 9), (4, 9), (5, 9), (8, 9))
 EXAMPLE_FIT_WIDTH = 2  # the spot check whose collapsed and best trained networks are drawn
 
 
-def born_dead_spec(job: SafeRegionJob, widths: Sequence[int] | None = None, trials: int | None = None):
+def born_dead_spec(job: SafeRegionJob, widths: Sequence[int] | None = None, trials: int | None = None,
+                   block_size: int | None = None):
     trials = trials or job.trials
     return parse_spec({
         "sweep": {"kind": "born_dead", "name": "safe_region", "trials": trials, "seed": job.seed,
-                  "block_size": min(job.block_size, trials),
+                  "block_size": min(block_size or job.block_size, trials),
                   "description": f"safe region: born dead, depth profile to {job.max_depth} hidden layers"},
         "grid": {"width": list(widths or job.widths)},
         "network": {"depth": job.max_depth},
@@ -116,8 +117,9 @@ def _adaptive(job, db, progress_factory, initial, budget) -> dict:
         for w, n in trials.items():
             by_count.setdefault(n, []).append(w)
         for n, ws in sorted(by_count.items()):
-            computed += _run(born_dead_spec(job, ws, n), db, progress_factory,
-                             f"adaptive round {rounds}")["trials_computed"]
+            # one block size for every round: rounds add blocks of the same compiled chunk, no recompilation
+            computed += _run(born_dead_spec(job, ws, n, block_size=min(initial, job.block_size)), db,
+                             progress_factory, f"adaptive round {rounds}")["trials_computed"]
         with Store(db) as store:
             grid = profile_grid(store, [r for r in store.cell_estimates(kind="born_dead")
                                         if r["cell_hash"] in {c.cell_hash for c in born_dead_spec(job).cells}])

@@ -13,7 +13,7 @@ import numpy as np
 from .. import rng
 from .config import TrainCell
 from .targets import dense_grid
-from .trainer import _program, values_array
+from .trainer import ONCE_COMPILER_OPTIONS, _program, values_array
 
 
 def trained_predictions(cell: TrainCell, trials, seed: int = 0, points: int = 401, optimizer=None):
@@ -30,7 +30,8 @@ def trained_predictions(cell: TrainCell, trials, seed: int = 0, points: int = 40
         state = prog.run(prog.init(key, values), key, values, jnp.int32(0), cell.train.steps)
         return prog.model.apply({"params": state.params}, grid)
 
-    outputs = jax.jit(jax.vmap(one))(jnp.asarray(np.asarray(trials, np.int32)))
+    options = ONCE_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None  # a few trials: compile fast
+    outputs = jax.jit(jax.vmap(one), compiler_options=options)(jnp.asarray(np.asarray(trials, np.int32)))
     shift, factor = prog.transform(values)
     target = (prog.target(grid).reshape(len(grid), cell.network.d_out) - shift) * factor
     return np.asarray(grid), np.asarray(target), np.asarray(outputs)

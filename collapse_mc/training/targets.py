@@ -85,6 +85,8 @@ class TargetStats:
     mean: tuple[float, ...]
     median: tuple[float, ...]
     std: tuple[float, ...]
+    median_low: tuple[float, ...] = ()   # every value in [median_low, median_high] is a median (L1 optimum);
+    median_high: tuple[float, ...] = ()  # the interval is wide when the target's distribution has a gap
 
     @property
     def var(self) -> tuple[float, ...]:
@@ -109,8 +111,11 @@ def target_stats(target: "str | Target", half_width: float) -> TargetStats:
     t = get_target(target)
     x = _stat_points(t.d_in, half_width)
     y = np.asarray(t.fn(jnp.asarray(x, jnp.float32)), np.float64).reshape(len(x), t.d_out)
+    ys = np.sort(y, axis=0)
+    half = len(ys) // 2
     return TargetStats(tuple(float(v) for v in y.mean(0)), tuple(float(v) for v in np.median(y, 0)),
-                       tuple(float(v) for v in y.std(0)))
+                       tuple(float(v) for v in y.std(0)), tuple(float(v) for v in ys[half - 1]),
+                       tuple(float(v) for v in ys[half]))
 
 
 def dense_grid(d_in: int, half_width: float, points: int) -> np.ndarray:

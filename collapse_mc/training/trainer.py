@@ -47,6 +47,9 @@ MAX_BLOCKS = 32
 MIN_BLOCK = 50
 CHUNK_MEMORY_BYTES = 256 << 20
 CPU_CACHE_BYTES = 256 << 10
+# init and finish run once per chunk: on CPU, compile them without LLVM's optimizations (several times faster
+# to compile; their run time is negligible). The training loop keeps the default.
+ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 class TrainOutcomes(NamedTuple):
@@ -219,12 +222,16 @@ class TrainMap:
         def finish_chunk(state, trials, root, values):
             return jax.vmap(prog.finish, in_axes=(0, 0, None))(state, _keys(trials, root), values)
 
-        def sharded(fn, specs_in):
-            return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs_in, out_specs=P(AXIS), check_vma=False))
+        cpu = mesh.devices.flat[0].platform == "cpu"
 
-        self._init = sharded(init_chunk, (P(AXIS), P(), P()))
+        def sharded(fn, specs_in, once=False):
+            options = ONCE_COMPILER_OPTIONS if (once and cpu) else None
+            return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs_in, out_specs=P(AXIS), check_vma=False),
+                           compiler_options=options)
+
+        self._init = sharded(init_chunk, (P(AXIS), P(), P()), once=True)
         self._run = sharded(run_chunk, (P(AXIS), P(AXIS), P(), P(), P()))
-        self._finish = sharded(finish_chunk, (P(AXIS), P(AXIS), P(), P()))
+        self._finish = sharded(finish_chunk, (P(AXIS), P(AXIS), P(), P()), once=True)
 
     def __call__(self, start: int, stop: int, root, values, progress: Callable[[int], None] | None = None) -> dict:
         """Outcomes (numpy, trial axis first) for global trials ``start .. stop - 1``."""
