@@ -133,8 +133,8 @@ def init_comparison(records: Sequence[dict], base: str, title: str | None = None
         bars = ax.bar(xs, ps, width * 0.95, yerr=[err_lo, err_hi], capsize=3, label=init,
                       color=greys(0.15 + 0.7 * j / max(len(inits) - 1, 1)), edgecolor="k",
                       hatch=hatches[j % len(hatches)])
-        for b, v in zip(bars, ps):
-            ax.annotate(f"{100 * v:.1f}%", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
+        for b, v, hi in zip(bars, ps, err_hi):
+            ax.annotate(f"{100 * v:.1f}%", (b.get_x() + b.get_width() / 2, v + hi), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=8)
