@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .common import add_depth_options, depths_from, int_list, positive_int, print_json, table, UsageError
+from .common import add_network_options, add_depth_options, depths_from, int_list, positive_int, print_json, table, UsageError
 
 COLUMNS = [("width", "width", "d"), ("depth", "depth(L_h)", "d"), ("layers", "layers", "d"),
            ("trials", "trials", ",d"), ("born_dead", "born dead", ",d"), ("p", "p", ".4f"),
@@ -12,7 +12,7 @@ COLUMNS = [("width", "width", "d"), ("depth", "depth(L_h)", "d"), ("layers", "la
 
 
 def register(sub):
-    from ..config import BIAS_INITS, WEIGHT_INITS, ACTIVATIONS, RAI_LAYERS
+    from ..config import WEIGHT_INITS
     p = sub.add_parser(
         "born-dead",
         help="probability that a freshly initialized network is born dead (grid over width x depth)",
@@ -26,14 +26,7 @@ def register(sub):
     add_depth_options(p, default="5,9,20")
     p.add_argument("--init", default="he_normal", choices=WEIGHT_INITS, metavar="INIT",
                    help=f"weight initializer: {', '.join(WEIGHT_INITS)} (default he_normal)")
-    p.add_argument("--bias", default="zeros", choices=BIAS_INITS, metavar="BIAS",
-                   help="bias init: zeros | constant | normal (value from --bias-value)")
-    p.add_argument("--bias-value", type=float, default=0.0, help="constant c, or sigma_b for --bias normal")
-    p.add_argument("--rai-layers", default="hidden", choices=RAI_LAYERS, help="with --init rai: layers using RAI")
-    p.add_argument("--activation", default="relu", choices=ACTIVATIONS, metavar="ACT",
-                   help=f"{', '.join(ACTIVATIONS)} (default relu)")
-    p.add_argument("--negative-slope", type=float, default=0.01, help="slope for leaky_relu")
-    p.add_argument("--residual", action="store_true", help="residual hidden blocks h + act(W h + b)")
+    add_network_options(p)
     p.add_argument("--trials", default="20000", help="trials per (width, depth) cell")
     p.add_argument("--seed", type=int, default=0, help="root seed (trial keys are fold_in(seed, cell, trial))")
     p.add_argument("--d-in", type=int, default=1, help="input dimension")

@@ -62,6 +62,20 @@ def float_list(text: str, name: str) -> list[float]:
     return vals
 
 
+def add_network_options(p: argparse.ArgumentParser) -> None:
+    """The bias, RAI-layers, activation and residual options shared by the commands that build networks."""
+    from ..config import ACTIVATIONS, BIAS_INITS, RAI_LAYERS
+
+    p.add_argument("--bias", default="zeros", choices=BIAS_INITS, metavar="BIAS",
+                   help="bias init: zeros | constant | normal (value from --bias-value)")
+    p.add_argument("--bias-value", type=float, default=0.0, help="constant c, or sigma_b for --bias normal")
+    p.add_argument("--rai-layers", default="hidden", choices=RAI_LAYERS, help="with --init rai: layers using RAI")
+    p.add_argument("--activation", default="relu", choices=ACTIVATIONS, metavar="ACT",
+                   help=f"{', '.join(ACTIVATIONS)} (default relu)")
+    p.add_argument("--negative-slope", type=float, default=0.01, help="slope for leaky_relu")
+    p.add_argument("--residual", action="store_true", help="residual hidden blocks h + act(W h + b)")
+
+
 def add_depth_options(p: argparse.ArgumentParser, default: str | None = None, multi: bool = True) -> None:
     """``--depth`` (hidden layers) and ``--layers`` (papers' count), mutually exclusive."""
     g = p.add_mutually_exclusive_group()

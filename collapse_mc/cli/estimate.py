@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import math
 
-from .common import UsageError, add_depth_options, depths_from, positive_int, print_json
+from .common import add_network_options, UsageError, add_depth_options, depths_from, positive_int, print_json
 
 
 def register(sub):
-    from ..config import ACTIVATIONS, BIAS_INITS, RAI_LAYERS, WEIGHT_INITS
+    from ..config import WEIGHT_INITS
     from ..training.config import DEFAULT_STEPS, LOSSES, OPTIMIZERS, SCHEDULES
     from ..training.targets import TARGET_NAMES
 
@@ -28,14 +28,7 @@ def register(sub):
     p.add_argument("--init", default="he_normal", choices=WEIGHT_INITS, metavar="INIT",
                    help=f"weight initializer: {', '.join(WEIGHT_INITS)} (default he_normal; rai = randomized "
                         "asymmetric initialization)")
-    p.add_argument("--bias", default="zeros", choices=BIAS_INITS, metavar="BIAS",
-                   help="bias init: zeros | constant | normal (value from --bias-value)")
-    p.add_argument("--bias-value", type=float, default=0.0, help="constant c, or sigma_b for --bias normal")
-    p.add_argument("--rai-layers", default="hidden", choices=RAI_LAYERS, help="with --init rai: layers using RAI")
-    p.add_argument("--activation", default="relu", choices=ACTIVATIONS, metavar="ACT",
-                   help=f"{', '.join(ACTIVATIONS)} (default relu)")
-    p.add_argument("--negative-slope", type=float, default=0.01, help="slope for leaky_relu")
-    p.add_argument("--residual", action="store_true", help="residual hidden blocks h + act(W h + b)")
+    add_network_options(p)
     p.add_argument("--target", default="abs", metavar="TARGET",
                    help=f"{', '.join(TARGET_NAMES)}: |x|, x sin(5x), 1{{x>0}} + 0.2 sin(5x), "
                         "(|x1+x2|, |x1-x2|) (default abs; f4 sets d_in = d_out = 2)")
