@@ -23,7 +23,7 @@ def register(sub):
         description="Time a fixed training workload. W1: 1024 nets, width 4, 10 hidden layers (depth = hidden "
                     "layers; the papers' layers = 11), full batch of 128 points on [-sqrt 3, sqrt 3], target "
                     "|x|, MSE, Adam lr 1e-3. The first call compiles and runs; the second (warm) call is timed. "
-                    "Compare with shared/bench/peers.py measured in the same run (scripts/bench_w1.sh).",
+                    "Compare with shared/bench/peers.py measured in the same run (python scripts/bench_w1.py).",
     )
     p.add_argument("--workload", default="W1", help="workload name (W1)")
     p.add_argument("--nets", default=None, help="number of independent nets M (default 1024)")
