@@ -95,10 +95,15 @@ def test_trained_counts_and_arrays(tmp_path):
                   "collapsed": col, "diverged": np.arange(n) == 5, "collapse_value": np.ones((n, 2)) * 0.5,
                   "final_loss": np.full(n, np.nan), "test_rel_l2": np.linspace(0, 1, n),
                   "dead_fraction": np.zeros((n, 3))}
+        dead = np.arange(n) % 6 == 0
+        arrays.update(dead_after_training=dead, near_flat_at_init=np.arange(n) < 7)
         st.record_block("t1", 0, n, arrays, np.zeros((n, 3)))
         e = st.cell_estimates()[0]
         assert (e["trials"], e["born_dead"], e["collapsed"], e["diverged"]) == (12, 3, 4, 1)
-        assert e["p"] == 4 / 12 and e["p_born_dead"] == 3 / 12
+        assert (e["dead_after_training"], e["near_flat_at_init"], e["decided"]) == (2, 7, 11)
+        # the trial that diverged while alive (5) is in no collapse denominator; the others are
+        assert e["p"] == 4 / 11 and e["p_dead_after_training"] == 2 / 11
+        assert e["p_born_dead"] == 3 / 12 and e["p_near_flat_at_init"] == 7 / 12 and e["p_diverged"] == 1 / 12
         out = st.outcomes("t1")
         assert out["collapse_value"].shape == (12, 2) and out["collapse_value"].dtype == np.float32
         np.testing.assert_array_equal(out["collapsed"].astype(bool), col)

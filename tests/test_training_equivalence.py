@@ -1,5 +1,5 @@
-"""Reproducibility of the training Monte Carlo: a vmapped trial equals the trial trained alone, and outcomes do
-not depend on chunk size, blocking of steps, trial range or device count."""
+"""Reproducibility of the training Monte Carlo: a vmapped trial equals the trial trained alone, retiring dead
+networks changes no outcome, and outcomes do not depend on chunk size, waves, trial range or device count."""
 import json
 import os
 import subprocess
@@ -19,7 +19,11 @@ TRAIN = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.5, steps=60, batch_size
 CELL = TrainCell(NET, InitConfig(), TRAIN)
 T = 12
 FLOATS = ("collapse_value", "final_loss", "test_rel_l2", "dead_fraction")
-EXACT = ("first_dead_layer", "born_dead", "collapsed", "diverged")
+EXACT = ("first_dead_layer", "born_dead", "collapsed", "diverged", "dead_after_training", "near_flat_at_init",
+         "died_at_step", "trained_to_end")
+# a cell where networks also die *during* training (several death checks: 250 steps = 3 blocks, last partial)
+DYING = TrainCell(NetworkConfig(2, 6), InitConfig(),
+                  TrainConfig(lr=3e-2, steps=250, batch_size=8, n_train=64, test_points=65))
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +47,67 @@ def test_outcomes_shapes_and_logic(reference):
     assert np.array_equal(o.born_dead, o.first_dead_layer > 0)
     assert 0 < o.collapsed.sum() < T and not o.diverged.any()  # the cell mixes both outcomes
     assert np.all(o.collapsed[o.born_dead])                      # born dead implies collapsed
+    assert np.all(o.dead_after_training[o.born_dead]) and np.all(o.died_at_step[o.born_dead] == 0)
+    assert np.all(o.collapsed[o.dead_after_training])            # dead implies collapsed
+    assert np.array_equal(o.died_at_step >= 0, o.dead_after_training) and o.trained_to_end.all()
     assert np.all(np.isnan(o.collapse_value[~o.collapsed])) and np.all(np.isfinite(o.collapse_value[o.collapsed]))
     # a born-dead trial is dead from its first dead layer on: that layer's neurons are all dead after training
     for i in np.flatnonzero(o.born_dead):
         assert o.dead_fraction[i, o.first_dead_layer[i] - 1] == 1.0
 
 
-def test_chunk_size_blocks_and_range_do_not_matter(reference):
-    blocked = train_outcomes(CELL, 0, T, seed=5, chunk_size=8, block_steps=7)  # 9 blocks, last one masked
-    assert_same(reference, blocked)
+def test_chunk_size_waves_and_range_do_not_matter(reference, monkeypatch):
+    assert_same(reference, train_outcomes(CELL, 0, T, seed=5, chunk_size=8))
     part = train_outcomes(CELL, 3, 9, seed=5, chunk_size=4)
     assert_same(trainer.TrainOutcomes(*(x[3:9] for x in reference)), part)
+    monkeypatch.setattr(trainer, "WAVE_MEMORY_BYTES", 1)  # one chunk per wave: three waves
+    assert_same(reference, train_outcomes(CELL, 0, T, seed=5, chunk_size=4))
+
+
+@pytest.fixture(scope="module")
+def dying_full():
+    return train_outcomes(DYING, 0, 32, seed=2, chunk_size=8, after_death="full")
+
+
+def test_retired_networks_have_the_outcomes_of_full_training(dying_full):
+    """Retiring dead networks to the cheap path changes no classification; the constants of dead networks
+    (still trained through the layers above the dead one) agree up to float rounding."""
+    full = dying_full
+    died_in_training = full.dead_after_training & ~full.born_dead
+    assert full.born_dead.any() and died_in_training.any() and (~full.dead_after_training).any()
+    assert set(full.died_at_step[died_in_training]) <= {100, 200, 250}
+    cheap = train_outcomes(DYING, 0, 32, seed=2, chunk_size=8)
+    assert_same(full, cheap, rtol=1e-5)
+    stopped = train_outcomes(DYING, 0, 32, seed=2, chunk_size=8, after_death="stop")
+    for f in ("first_dead_layer", "born_dead", "collapsed", "diverged", "dead_after_training", "died_at_step"):
+        np.testing.assert_array_equal(getattr(full, f), getattr(stopped, f), err_msg=f)
+    np.testing.assert_array_equal(stopped.trained_to_end, ~full.dead_after_training)
+    alive = ~full.dead_after_training  # trained to the end either way: identical
+    np.testing.assert_allclose(stopped.final_loss[alive], full.final_loss[alive], rtol=1e-6)
+    rec = summarize_training(DYING, stopped)
+    assert rec["stopped_at_death"] == int(full.dead_after_training.sum())
+    assert rec["p_collapse"] == summarize_training(DYING, full)["p_collapse"]
+
+
+def test_dead_after_training_agrees_with_the_reference_deadness_test(dying_full):
+    """Trials never found dead in training have no hidden layer constant on the test grid after training
+    (the Flax MLP's own layer report, independent of the training path's features-major check)."""
+    from collapse_mc.training.trainer import _program
+    prog = _program(DYING.network, DYING.init, DYING.train.static_part(), None)
+    key = lambda t: trainer.rng.trial_key(trainer.rng.cell_key(2, DYING.cell), jax.numpy.int32(t))  # noqa: E731
+    for t in range(8):
+        state = jax.jit(prog.trained)(key(t), trainer.values_array(DYING))[0]
+        _, (dead, constant) = prog.model.apply({"params": state.params}, jax.numpy.asarray(prog.grid),
+                                               report="deadness")
+        if not dying_full.born_dead[t]:
+            assert bool(np.any(constant)) == bool(dying_full.dead_after_training[t]), t
 
 
 def test_vmapped_trial_equals_trial_trained_alone(reference):
     for trial in (0, 5, 7):
         alone = train_single(CELL, trial, seed=5)
         for f in EXACT:
-            if f != "born_dead":
+            if f != "died_at_step":  # checked every block in the driver, only at the start and end here
                 assert alone[f] == getattr(reference, f)[trial], f
         for f in FLOATS:
             np.testing.assert_allclose(alone[f], getattr(reference, f)[trial], rtol=1e-4, atol=1e-6, err_msg=f)
@@ -68,8 +115,8 @@ def test_vmapped_trial_equals_trial_trained_alone(reference):
 
 def test_progress_moves_with_blocks_and_counts_trials():
     calls = []
-    train_outcomes(CELL, 0, T, seed=5, chunk_size=8, block_steps=7, progress=calls.append)
-    assert sum(calls) == T and len(calls) > 2
+    train_outcomes(DYING, 0, T, seed=5, chunk_size=8, progress=calls.append)
+    assert sum(calls) == T and len(calls) == 3  # one call per block of steps
 
 
 def test_traced_values_share_compilation_and_divergence_is_a_category(reference):
@@ -77,10 +124,19 @@ def test_traced_values_share_compilation_and_divergence_is_a_category(reference)
     wild = TrainCell(NET, InitConfig(), TrainConfig(**{**TRAIN.identity(), "lr": 1e3, "momentum": 0.9}))
     out = train_outcomes(wild, 0, T, seed=5, chunk_size=4, devices=jax.devices()[:1])  # as the reference
     assert trainer._train_map.cache_info().misses == misses  # same static part: no new program
-    assert out.diverged.all() and not out.collapsed.any() and np.all(np.isnan(out.collapse_value))
+    assert out.diverged.all() and np.all(np.isnan(out.collapse_value))
+    # born dead implies collapsed and dead after training, diverged or not; no other diverged trial is either
+    np.testing.assert_array_equal(out.collapsed, out.born_dead)
+    np.testing.assert_array_equal(out.dead_after_training, out.born_dead)
     rec = summarize_training(wild, out)
     json.dumps(rec, allow_nan=False)
-    assert rec["diverged"] == T and rec["p_collapse"] == 0.0 and rec["collapse_value_median"] == [None]
+    k = int(out.born_dead.sum())
+    assert rec["diverged"] == T and rec["p_diverged"] == 1.0 and rec["decided"] == k
+    assert rec["p_collapse"] == (1.0 if k else None) and rec["collapse_value_median"] == [None]
+    # every trial diverged while alive: no collapse estimate at all (not a misleading 0)
+    alive = trainer.TrainOutcomes(*(x[~out.born_dead] for x in out))
+    rec = summarize_training(wild, alive)
+    assert rec["p_collapse"] is None and rec["p_dead_after_training"] is None and rec["p_diverged"] == 1.0
 
 
 def test_custom_optax_optimizer_equals_configured(reference):

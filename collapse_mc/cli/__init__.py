@@ -2,7 +2,8 @@
 
 Subcommands live in one module each (``cli/<name>.py``) exposing ``register(subparsers)``; this file only
 dispatches. Conventions: ``--json`` prints machine-readable output on stdout; progress goes to stderr (only on
-a terminal); a user error is one line on stderr and exit status 2.
+a terminal); a user error is one line on stderr and exit status 2. Compiled programs are kept in a persistent cache
+(``collapse_mc.cache``) unless ``--no-cache`` (accepted anywhere on the line) or ``COLLAPSE_MC_NO_CACHE=1``.
 """
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def build_parser():
         prog="collapse-mc",
         description="Monte Carlo estimates of how likely deep, narrow ReLU networks are to be born dead or to "
                     "collapse to a constant during training, and the safe-region diagram. Depth convention: "
-                    "--depth counts HIDDEN layers; --layers (the papers' count) = depth + 1.",
+                    "--depth counts HIDDEN layers; --layers (the papers' count) = depth + 1. Compiled programs "
+                    "are cached on disk (~/.cache/collapse_mc/xla, or $COLLAPSE_MC_CACHE_DIR), so a second "
+                    "command with the same shapes starts at once; --no-cache (anywhere on the line) or "
+                    "COLLAPSE_MC_NO_CACHE=1 turns that off.",
     )
     parser.add_argument("--version", action="version", version=f"collapse-mc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
@@ -42,9 +46,14 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     _use_all_cpu_cores()
+    from ..cache import DISABLE_ENV, enable_compilation_cache
     from ..config import ConfigError
 
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--no-cache" in argv:
+        argv = [a for a in argv if a != "--no-cache"]
+        os.environ[DISABLE_ENV] = "1"
+    enable_compilation_cache()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -59,6 +59,12 @@ def register(sub):
     p.add_argument("--trials", default="1000", help="independent networks (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="root seed (trial keys are fold_in(seed, cell, trial))")
     p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (bounds memory)")
+    p.add_argument("--after-death", default="train", choices=("train", "stop", "full"),
+                   help="what a network does once some hidden layer is dead on its training set (checked every "
+                        "100 steps): train = keep training what can still move (the constant output) on a cheap "
+                        "one-point path, exact (default); stop = stop it (its collapse constant and final loss "
+                        "are then those at its death and left out of the medians; probabilities unchanged); "
+                        "full = train it with full steps like a live one (slowest, the reference)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -103,7 +109,8 @@ def run(args) -> int:
     n, t = cell.network, cell.train
     label = f"train N={n.width} L_h={n.depth} {cell.init.weights} {t.target} {t.loss}"
     with Progress(trials, label, enabled=False if args.no_progress else None) as bar:
-        rec = estimate_training(cell, trials, args.seed, chunk_size=chunk, progress=bar)
+        rec = estimate_training(cell, trials, args.seed, chunk_size=chunk, progress=bar,
+                                after_death=args.after_death)
     if args.json:
         print_json(rec)
         return 0
@@ -111,15 +118,28 @@ def run(args) -> int:
     print(f"width {n.width}, depth {n.depth} hidden layers (= {n.layers} layers), {cell.init.weights} init; "
           f"target {rec['target']}, {rec['loss'].upper()} loss, {rec['optimizer']} lr {rec['lr']:g}, "
           f"{rec['steps']} steps, {batch}, n_train {rec['n_train']}; seed {args.seed}")
-    print(f"trials {rec['trials']:,}: collapsed {rec['collapsed']:,}, born dead {rec['born_dead']:,}, "
-          f"diverged {rec['diverged']:,}, trained {rec['trained']:,}")
-    print(f"P(collapse)   = {rec['p_collapse']:.4f}  95% CI [{rec['p_collapse_ci_low']:.4f}, "
-          f"{rec['p_collapse_ci_high']:.4f}]")
-    print(f"P(born dead)  = {rec['p_born_dead']:.4f}  95% CI [{rec['p_born_dead_ci_low']:.4f}, "
-          f"{rec['p_born_dead_ci_high']:.4f}]")
+    print(f"trials {rec['trials']:,}: collapsed {rec['collapsed']:,}, dead after training "
+          f"{rec['dead_after_training']:,}, born dead {rec['born_dead']:,}, diverged {rec['diverged']:,}, "
+          f"trained {rec['trained']:,}")
+    for label, key in (("P(collapse)", "p_collapse"), ("P(dead after training)", "p_dead_after_training"),
+                       ("P(born dead)", "p_born_dead"), ("P(near flat at init)", "p_near_flat_at_init"),
+                       ("P(diverged)", "p_diverged")):
+        if rec[key] is None:
+            print(f"{label:<24}= -  (no trial decided: every trial diverged while alive)")
+        else:
+            print(f"{label:<24}= {rec[key]:.4f}  95% CI [{rec[key + '_ci_low']:.4f}, {rec[key + '_ci_high']:.4f}]")
+    print(f"  P(collapse) and P(dead after training) are over the {rec['decided']:,} trials whose outcome is known "
+          "(all but those that diverged while alive); the others over all trials")
+    if rec["died_at_step_median"] is not None:
+        print(f"networks that died in training: {rec['died_in_training']:,}, median death step "
+              f"{rec['died_at_step_median']:g} (checked every 100 steps)")
+    if rec["stopped_at_death"]:
+        print(f"{rec['stopped_at_death']:,} dead networks stopped at death (--after-death stop): their constants "
+              "are not in the medians")
     print(f"collapse constant (median over collapsed): {_fmt_list(rec['collapse_value_median'])}; "
           f"target mean {_fmt_list(rec['target_mean'])}, median {_fmt_list(rec['target_median'])}")
     if rec["test_rel_l2_median_trained"] is not None:
         print(f"median test relative L2 error of non-collapsed nets: {rec['test_rel_l2_median_trained']:.4f}")
-    print(f"{rec['seconds']:.1f} s, {rec['net_steps_per_second']:,.0f} net-steps/s")
+    print(f"{rec['seconds']:.1f} s ({rec['compile_seconds']:.1f} s compiling, {rec['run_seconds']:.1f} s running), "
+          f"{rec['net_steps_per_second']:,.0f} net-steps/s")
     return 0

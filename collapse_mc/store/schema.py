@@ -1,4 +1,4 @@
-"""The results store's SQLite schema (version 1).
+"""The results store's SQLite schema (version 2; ``store.migrate`` upgrades version 1 in place).
 
 A store is one SQLite file (WAL journal, ``synchronous=FULL``) identified by ``PRAGMA application_id =
 0x434D4353`` ('CMCS'), ``PRAGMA user_version = SCHEMA_VERSION`` and the ``meta`` row ``application =
@@ -20,19 +20,24 @@ Tables
 ``plan(sweep_hash, cell_hash, position, trials, block_size)`` PK (sweep_hash, cell_hash)
     What the latest run of each sweep asked for: trials ``[0, trials)`` of each cell, in blocks.
 ``blocks(id PK, cell_hash, trial_start, trial_stop, trials, born_dead, collapsed, diverged,
-         dead_fraction_sum, package_version, jax_version, jaxlib_version, backend, device_kind,
+         dead_fraction_sum, dead_after_training, near_flat_at_init, decided, package_version, jax_version, jaxlib_version, backend, device_kind,
          device_count, host, pid, started_at, finished_at, seconds)``
     One row per finished block: the global trial indices ``[trial_start, trial_stop)`` of one cell, the
-    counts over those trials (``collapsed``/``diverged`` NULL for born-dead cells), ``dead_fraction_sum`` =
-    sum over trials of the trial's fraction of dead hidden neurons, versions and timings (unix seconds;
+    counts over those trials (``collapsed``, ``diverged``, ``dead_after_training``, ``near_flat_at_init``,
+    ``decided`` NULL for born-dead cells; ``decided`` = trials whose collapse outcome is known, i.e. all but
+    those that diverged while alive; ``dead_after_training``/``near_flat_at_init`` NULL in blocks recorded by
+    schema version 1), ``dead_fraction_sum`` = sum over trials (not diverged) of the trial's fraction of dead
+    hidden neurons, versions and timings (unix seconds;
     ``seconds`` = compute time). ``UNIQUE(cell_hash, trial_start, trial_stop)``; and records of one cell
     never overlap (checked in the inserting transaction), so sums over records count every trial once.
 ``block_arrays(block_id, name, dtype, shape, data)`` PK (block_id, name)
     Compact outcomes of a block: ``data`` is ``numpy.ndarray.tobytes()`` (C order) with numpy ``dtype``
     string (e.g. ``<i2``) and ``shape`` (JSON list). Per-trial arrays have leading axis ``trials``:
     ``first_dead_layer`` (1-based first constant hidden layer, 0 = alive) and, for trained cells,
-    ``born_dead``, ``collapsed``, ``diverged`` (``|u1``), ``collapse_value`` ``(T, d_out)``, ``final_loss``,
-    ``test_rel_l2``, ``dead_fraction`` ``(T, L_h)`` (``<f4``). Block sums (no trial axis):
+    ``born_dead``, ``collapsed``, ``diverged``, ``dead_after_training``, ``near_flat_at_init``,
+    ``trained_to_end`` (``|u1``), ``died_at_step`` (``<i4``), ``collapse_value`` ``(T, d_out)``, ``final_loss``,
+    ``test_rel_l2``, ``dead_fraction`` ``(T, L_h)`` (``<f4``, NaN for a diverged trial); see
+    ``training.TrainOutcomes``. Block sums (no trial axis):
     ``layer_dead_fraction_sum`` ``(L_h,)`` ``<f8``, the per-layer dead-neuron fraction summed over trials.
 ``artifacts(kind, name, data, created_at)`` PK (kind, name)
     Small JSON documents derived from a study that figures need but counts cannot give, e.g. ``example_fit``:
@@ -44,7 +49,7 @@ Tables
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x434D4353  # 'CMCS'
 APPLICATION = "collapse_mc"
 
@@ -91,6 +96,9 @@ CREATE TABLE IF NOT EXISTS blocks (
     collapsed INTEGER,
     diverged INTEGER,
     dead_fraction_sum REAL,
+    dead_after_training INTEGER,
+    near_flat_at_init INTEGER,
+    decided INTEGER,
     package_version TEXT,
     jax_version TEXT,
     jaxlib_version TEXT,

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..estimates import wilson
+from .migrate import MIGRATIONS
 from .schema import APPLICATION, APPLICATION_ID, DDL, SCHEMA_VERSION, TABLES
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -36,6 +37,10 @@ STORED_DTYPES = {
     "final_loss": "<f4",
     "test_rel_l2": "<f4",
     "dead_fraction": "<f4",
+    "dead_after_training": "|u1",
+    "near_flat_at_init": "|u1",
+    "trained_to_end": "|u1",
+    "died_at_step": "<i4",
 }
 COUNT_COLUMNS = ("trials", "born_dead", "collapsed", "diverged")
 
@@ -174,6 +179,8 @@ class Store:
             self.con.execute("PRAGMA synchronous=FULL")
             if state != "store":
                 self._create_schema()
+            else:
+                self._migrate()
         self.con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         self.con.execute("PRAGMA foreign_keys=ON")
 
@@ -215,6 +222,19 @@ class Store:
                          ("created_at", now), ("created_by", __version__)):
                 con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (k, v))
         self._write(create)
+
+    def _migrate(self) -> None:
+        """Upgrade an older schema in place, one version at a time, in one transaction (see ``migrate``)."""
+        def upgrade(con):
+            version = int(con.execute("PRAGMA user_version").fetchone()[0])
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](con)
+                version += 1
+        if self.schema_version < SCHEMA_VERSION:
+            self._write(upgrade)
+
+    def _block_columns(self) -> set[str]:
+        return {r[1] for r in self.con.execute("PRAGMA table_info(blocks)")}
 
     def close(self) -> None:
         self.con.close()
@@ -337,7 +357,7 @@ class Store:
                 bid = cur.lastrowid
                 stored = {k: _stored(k, v) for k, v in part.items()}
                 if ldf is not None:
-                    stored["layer_dead_fraction_sum"] = ldf[sl].sum(axis=0).astype("<f8")
+                    stored["layer_dead_fraction_sum"] = np.nansum(ldf[sl], axis=0).astype("<f8")
                 for k, v in stored.items():
                     con.execute("INSERT INTO block_arrays (block_id, name, dtype, shape, data) VALUES "
                                 "(?, ?, ?, ?, ?)", (bid, k, v.dtype.str, _json(list(v.shape)),
@@ -379,13 +399,14 @@ class Store:
     def layer_dead_fraction(self, cell_hash: str) -> np.ndarray | None:
         """Mean fraction of dead neurons per hidden layer over the recorded trials, ``(L_h,)``."""
         total, n = None, 0
-        for bid, t in self.con.execute("SELECT id, trials FROM blocks WHERE cell_hash = ?", (cell_hash,)):
+        for bid, t in self.con.execute("SELECT id, trials - COALESCE(diverged, 0) FROM blocks WHERE cell_hash = ?",
+                                       (cell_hash,)):
             s = self.block_arrays(bid).get("layer_dead_fraction_sum")
             if s is None:
                 return None
             total = s if total is None else total + s
             n += t
-        return None if total is None else total / n
+        return None if total is None or n == 0 else total / n
 
     # -- estimates
     def cells(self) -> list[dict]:
@@ -397,41 +418,62 @@ class Store:
                        confidence: float = 0.95) -> list[dict]:
         """One dict per cell: its settings by name, then sums over its records and Wilson intervals.
 
-        Keys after the settings: ``trials, born_dead, collapsed, diverged`` (``collapsed``/``diverged`` None for
-        born-dead cells), ``p, ci_low, ci_high`` (collapse probability for trained cells, born-dead probability
-        for born-dead cells), ``p_born_dead, born_dead_ci_low, born_dead_ci_high``, ``dead_fraction`` (mean
-        fraction of dead hidden neurons), ``blocks``, ``cell_hash``. Intervals are None with no trials.
+        Keys after the settings: ``trials, born_dead, collapsed, diverged, dead_after_training,
+        near_flat_at_init, decided`` (all but ``trials``/``born_dead`` None for born-dead cells), ``p, ci_low,
+        ci_high`` (collapse probability for trained cells, born-dead probability for born-dead cells),
+        ``p_born_dead, born_dead_ci_low, born_dead_ci_high``, and for trained cells ``p_dead_after_training``,
+        ``p_near_flat_at_init``, ``p_diverged`` with ``_ci_low``/``_ci_high`` (denominators as in
+        ``training.summary.probabilities``; None where unknown, e.g. blocks recorded by schema version 1),
+        ``dead_fraction`` (mean fraction of dead hidden neurons over trials that did not diverge), ``blocks``,
+        ``cell_hash``. Intervals are None with no trials.
         """
+        cols = self._block_columns()
+        new = [f"SUM(b.{c}), COUNT(b.{c})" if c in cols else "NULL, 0"
+               for c in ("dead_after_training", "near_flat_at_init", "decided")]
         rows = self.con.execute(
             "SELECT c.cell_hash, c.kind, c.settings, COUNT(b.id), COALESCE(SUM(b.trials), 0), "
-            "COALESCE(SUM(b.born_dead), 0), SUM(b.collapsed), SUM(b.diverged), SUM(b.dead_fraction_sum) "
-            "FROM cells c LEFT JOIN blocks b ON b.cell_hash = c.cell_hash GROUP BY c.cell_hash ORDER BY c.rowid"
+            "COALESCE(SUM(b.born_dead), 0), SUM(b.collapsed), SUM(b.diverged), SUM(b.dead_fraction_sum), "
+            + ", ".join(new) + " FROM cells c LEFT JOIN blocks b ON b.cell_hash = c.cell_hash "
+            "GROUP BY c.cell_hash ORDER BY c.rowid"
         ).fetchall()
         out = []
         want = None if cell_hashes is None else list(cell_hashes)
         wanted = None if want is None else set(want)
-        for h, k, settings, nblocks, n, bd, col, div, dfs in rows:
+        for h, k, settings, nblocks, n, bd, col, div, dfs, dat, n_dat, nfi, n_nfi, dec, n_dec in rows:
             if wanted is not None and h not in wanted:
                 continue
             if kind is not None and k != kind:
                 continue
             r = dict(json.loads(settings))
+            n, bd = int(n), int(bd)
             trained = k == "trained"
-            if trained and n:
+            bd_est = wilson(bd, n, confidence) if n else None
+            r.update(trials=n, born_dead=bd)
+            if trained:
                 col, div = int(col or 0), int(div or 0)
-            elif trained:
-                col, div = 0, 0
+                # every block counted it (schema >= 2), else unknown
+                known = lambda s, cnt: int(s or 0) if cnt == nblocks else None  # noqa: E731
+                dat, nfi = known(dat, n_dat), known(nfi, n_nfi)
+                dec = known(dec, n_dec)
+                dec = n - div if dec is None else dec  # (no version-1 block lacks it after migration)
+                r.update(collapsed=col, diverged=div, dead_after_training=dat, near_flat_at_init=nfi, decided=dec)
+                for name, kk, d in (("p_dead_after_training", dat, dec), ("p_near_flat_at_init", nfi, n),
+                                    ("p_diverged", div, n)):
+                    w = wilson(kk, d, confidence) if (kk is not None and d) else None
+                    r[name], r[f"{name}_ci_low"], r[f"{name}_ci_high"] = (w.p, w.ci_low, w.ci_high) if w \
+                        else (None,) * 3
+                main = wilson(col, dec, confidence) if dec else None
+                healthy = n - div
             else:
-                col, div = None, None
-            r.update(trials=int(n), born_dead=int(bd), collapsed=col, diverged=div)
-            bd_est = wilson(int(bd), int(n), confidence) if n else None
-            main = (wilson(col, int(n), confidence) if n else None) if trained else bd_est
+                r.update(collapsed=None, diverged=None, dead_after_training=None, near_flat_at_init=None,
+                         decided=None)
+                main, healthy = bd_est, n
             r.update(p=main.p if main else None, ci_low=main.ci_low if main else None,
                      ci_high=main.ci_high if main else None,
                      p_born_dead=bd_est.p if bd_est else None,
                      born_dead_ci_low=bd_est.ci_low if bd_est else None,
                      born_dead_ci_high=bd_est.ci_high if bd_est else None,
-                     dead_fraction=_finite_or_none(dfs / n) if (n and dfs is not None) else None,
+                     dead_fraction=_finite_or_none(dfs / healthy) if (healthy and dfs is not None) else None,
                      blocks=int(nblocks), cell_hash=h)
             out.append(r)
         if want is not None:
@@ -517,14 +559,20 @@ def _array(dtype: str, shape: str, data: bytes) -> np.ndarray:
 
 
 def _counts(part: dict, ldf: np.ndarray | None) -> dict:
+    """The count columns of ``blocks`` for one block's per-trial arrays (see ``schema``)."""
     fdl = part["first_dead_layer"]
     n = int(fdl.shape[0])
     bd = part.get("born_dead")
     out = {"trials": n, "born_dead": int(np.count_nonzero(bd if bd is not None else fdl > 0))}
-    out["collapsed"] = int(np.count_nonzero(part["collapsed"])) if "collapsed" in part else None
-    out["diverged"] = int(np.count_nonzero(part["diverged"])) if "diverged" in part else None
+    for name in ("collapsed", "diverged", "dead_after_training", "near_flat_at_init"):
+        out[name] = int(np.count_nonzero(part[name])) if name in part else None
+    if "diverged" in part and "dead_after_training" in part:
+        out["decided"] = int(np.count_nonzero(~part["diverged"].astype(bool) | part["dead_after_training"].astype(bool)))
+    else:
+        out["decided"] = None
     if ldf is not None and ldf.ndim == 2 and ldf.shape[1] > 0:
-        out["dead_fraction_sum"] = float(ldf.mean(axis=1).sum())
+        means = ldf.mean(axis=1)
+        out["dead_fraction_sum"] = float(means[np.isfinite(means)].sum())
     else:
         out["dead_fraction_sum"] = None
     return out

@@ -53,9 +53,7 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
         return arrays, ldf
     from ..training import train_outcomes
     out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress)
-    arrays = {k: np.asarray(getattr(out, k)) for k in ("first_dead_layer", "born_dead", "collapsed", "diverged",
-                                                        "collapse_value", "final_loss", "test_rel_l2",
-                                                        "dead_fraction")}
+    arrays = {k: np.asarray(v) for k, v in out._asdict().items()}
     return arrays, np.asarray(out.dead_fraction, np.float64)
 
 

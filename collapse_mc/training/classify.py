@@ -6,13 +6,14 @@
   ceil(sqrt(test_points))^2 grid (d_in 2) or ``test_points`` samples (d_in >= 3).
 * **diverged**: a non-finite training loss at some step, non-finite final parameters, loss or outputs. Its
   own category: a diverged trial is never collapsed.
-* **collapsed**: not diverged, and for every output the spread (max - min) of the trained network's output
-  over the dense test grid (``targets.dense_grid``) is at most ``collapse_rtol`` times the trained target's
-  population standard deviation. The constant recorded is the output's mean over the grid.
+* **flat**: not diverged, and for every output the spread (max - min) of the trained network's output over
+  the dense test grid (``targets.dense_grid``) is at most ``collapse_rtol`` times the trained target's
+  population standard deviation. The constant recorded is the output's mean over the grid. (The driver
+  counts a trial as **collapsed** when it is flat or dead after training: dead implies collapsed.)
 
 Also per trial: the final training loss, the relative L2 error on the test grid
 ``sqrt(sum (f_net - f)^2 / sum f^2)`` and the fraction of dead neurons per hidden layer after training (dead:
-pre-activation <= 0 at every test-grid point).
+pre-activation <= 0 at every test-grid point; NaN for a diverged trial, whose activations are not numbers).
 """
 from __future__ import annotations
 
@@ -39,15 +40,18 @@ def classify_trained(model, params: dict, grid: jax.Array, target_on_grid: jax.A
 
     ``grid (P, d_in)``, ``target_on_grid (P, d_out)`` (the trained, i.e. scaled, target), ``target_std
     (d_out,)`` its population standard deviation, ``finite``: no non-finite loss during training. Returns
-    ``diverged``, ``collapsed`` (bool scalars), ``collapse_value (d_out,)`` (NaN unless collapsed),
-    ``test_rel_l2`` (scalar) and ``dead_fraction (depth,)``.
+    ``diverged``, ``flat`` (bool scalars), ``collapse_value (d_out,)`` (the output's mean over the grid; NaN
+    when diverged), ``test_rel_l2`` (scalar), ``dead_fraction (depth,)`` (NaN when diverged) and
+    ``dead_on_grid`` (some hidden layer constant on the grid).
     """
-    y, (dead, _) = model.apply({"params": params}, grid, report="deadness")
+    y, (dead, constant) = model.apply({"params": params}, grid, report="deadness")
     ok = finite & all_finite(params) & jnp.all(jnp.isfinite(y))
     spread = jnp.max(y, axis=0) - jnp.min(y, axis=0)
-    collapsed = ok & jnp.all(spread <= rtol * target_std)
-    value = jnp.where(collapsed, jnp.mean(y, axis=0), jnp.nan)
+    flat = ok & jnp.all(spread <= rtol * target_std)
+    value = jnp.where(ok, jnp.mean(y, axis=0), jnp.nan)
     rel = jnp.sqrt(jnp.sum(jnp.square(y - target_on_grid)) / jnp.sum(jnp.square(target_on_grid)))
     width = params["input"].shape[-1]
-    return {"diverged": ~ok, "collapsed": collapsed, "collapse_value": value.astype(jnp.float32),
-            "test_rel_l2": rel.astype(jnp.float32), "dead_fraction": dead.astype(jnp.float32) / width}
+    return {"diverged": ~ok, "flat": flat, "collapse_value": value.astype(jnp.float32),
+            "test_rel_l2": rel.astype(jnp.float32),
+            "dead_fraction": jnp.where(ok, dead.astype(jnp.float32) / width, jnp.nan),
+            "dead_on_grid": ok & jnp.any(constant)}

@@ -27,7 +27,7 @@ def trained_predictions(cell: TrainCell, trials, seed: int = 0, points: int = 40
 
     def one(trial):
         key = rng.trial_key(root, trial)
-        state = prog.run(prog.init(key, values), key, values, jnp.int32(0), cell.train.steps)
+        state = prog.trained(key, values)[0]
         return prog.model.apply({"params": state.params}, grid)
 
     options = ONCE_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None  # a few trials: compile fast

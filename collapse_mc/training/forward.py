@@ -103,3 +103,38 @@ def forward_t(network: NetworkConfig, params: dict, xt: jax.Array) -> jax.Array:
     if network.depth > 1:
         h = hidden_stack(act, bool(network.residual), h, params["hidden"]["affine"])
     return affine_t(h, params["output"])
+
+
+def _layer_report_t(z: jax.Array, out: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One hidden layer over P points, features-major ``z``, ``out (width, P)``: ``(dead_neurons, constant)``,
+    the number of neurons with pre-activation <= 0 at every point and whether the layer's output is the same
+    at every point (with a single point: whether it is all-zero), as in ``nets.mlp.layer_report``."""
+    dead = jnp.sum(jnp.all(z <= 0, axis=-1)).astype(jnp.int32)
+    if z.shape[-1] == 1:
+        return dead, jnp.all(out == 0)
+    return dead, jnp.all(jnp.max(out, axis=-1) == jnp.min(out, axis=-1))
+
+
+def deadness_t(network: NetworkConfig, params: dict, xt: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The network on points ``xt (d_in, P)`` with a deadness report per hidden layer.
+
+    Returns ``(y (d_out, P), dead_neurons (depth,) int32, constant (depth,) bool)``: per hidden layer, the
+    neurons whose pre-activation is <= 0 at every point and whether the layer's output is the same at every
+    point. The one deadness test of the training path (at initialization, during and after training);
+    ``lax.scan`` over layers keeps memory ``O(P * width)``.
+    """
+    act = activation_fn(network.activation, network.negative_slope)
+    z = affine_t(xt, params["input"])
+    h = act(z)
+    dead0, const0 = _layer_report_t(z, h)
+    dead, const = dead0[None], const0[None]
+    if network.depth > 1:
+        residual = bool(network.residual)
+
+        def body(h, a):
+            out, z = _layer(act, residual, h, a)
+            return out, _layer_report_t(z, out)
+
+        h, (d, c) = jax.lax.scan(body, h, params["hidden"]["affine"])
+        dead, const = jnp.concatenate([dead, d]), jnp.concatenate([const, c])
+    return affine_t(h, params["output"]), dead, const

@@ -1,8 +1,11 @@
 """One JSON-able record per training cell: settings, counts, probabilities with Wilson intervals, constants.
 
-Probabilities: ``p_born_dead`` (at initialization), ``p_collapse`` (after training; also as plain ``p``,
-``ci_low``, ``ci_high``) and ``p_diverged``, each with its 95 % Wilson interval ``<name>_ci_low/_ci_high``.
-``collapse_value_median`` / ``_mean``: per output, over collapsed trials (None when there are none);
+Probabilities (see ``probabilities`` for their denominators): ``p_born_dead`` (at initialization),
+``p_near_flat_at_init``, ``p_dead_after_training``, ``p_collapse`` (after training; also as plain ``p``,
+``ci_low``, ``ci_high``) and ``p_diverged``, each with its 95 % Wilson interval ``<name>_ci_low/_ci_high``;
+``died_at_step_median`` over the trials that died in training (not born dead).
+``collapse_value_median`` / ``_mean``: per output, over collapsed trials trained to the end (None when there
+are none);
 ``target_mean`` / ``target_median`` / ``target_std``: per output, population values of the trained (possibly
 scaled) target, which MSE / L1 collapse to. Lists always have d_out entries. No NaN appears (None instead).
 """
@@ -46,12 +49,41 @@ def trained_target_stats(cell: TrainCell) -> dict:
             "target_std": (std * np.abs(factor)).tolist()}
 
 
+def outcome_counts(o: TrainOutcomes) -> dict:
+    """Counts over trials. ``decided``: trials whose collapse outcome is known, i.e. all but those that
+    diverged while alive (a dead trial is collapsed whatever happens later, diverged or not)."""
+    undecided = o.diverged & ~o.dead_after_training
+    return {"trials": int(o.born_dead.shape[0]), "born_dead": int(o.born_dead.sum()),
+            "collapsed": int(o.collapsed.sum()), "diverged": int(o.diverged.sum()),
+            "dead_after_training": int(o.dead_after_training.sum()),
+            "near_flat_at_init": int(o.near_flat_at_init.sum()), "decided": int((~undecided).sum())}
+
+
+def probabilities(counts: dict) -> dict:
+    """Wilson estimates ``p_<name>``, ``p_<name>_ci_low``, ``p_<name>_ci_high`` from ``outcome_counts``.
+
+    Denominators: all trials for born dead, near flat at initialization and diverged; the *decided* trials
+    (all but those that diverged while alive) for collapse and dead after training, so a diverged network
+    counts neither as collapsed nor as not collapsed. None where the denominator is 0 (e.g. every trial
+    diverged while alive).
+    """
+    n, decided = counts["trials"], counts["decided"]
+    rec = {}
+    for name, k, d in (("p_born_dead", counts["born_dead"], n), ("p_collapse", counts["collapsed"], decided),
+                       ("p_dead_after_training", counts["dead_after_training"], decided),
+                       ("p_near_flat_at_init", counts["near_flat_at_init"], n),
+                       ("p_diverged", counts["diverged"], n)):
+        w = wilson(k, d) if d else None
+        rec[name], rec[f"{name}_ci_low"], rec[f"{name}_ci_high"] = (w.p, w.ci_low, w.ci_high) if w else (None,) * 3
+    return rec
+
+
 def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float | None = None) -> dict:
     """Settings, counts, Wilson intervals and per-output constants for one cell (see the module docstring)."""
     n, init, t = cell.network, cell.init, cell.train
     o = outcomes
-    trials = int(o.collapsed.shape[0])
-    k_dead, k_col, k_div = int(o.born_dead.sum()), int(o.collapsed.sum()), int(o.diverged.sum())
+    counts = outcome_counts(o)
+    trials = counts["trials"]
     alive_trained = ~o.collapsed & ~o.diverged
     rec = {
         "width": n.width, "depth": n.depth, "layers": n.layers, "d_in": n.d_in, "d_out": n.d_out,
@@ -62,20 +94,23 @@ def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float 
         "batch_size": None if t.full_batch else t.batch_size, "n_train": t.n_train, "target_scale": t.target_scale,
         "normalize_target": t.normalize_target, "schedule": t.schedule, "half_width": t.half_width,
         "test_points": t.test_points, "collapse_rtol": t.collapse_rtol, "cell": cell.cell,
-        "trials": trials, "born_dead": k_dead, "collapsed": k_col, "diverged": k_div,
-        "trained": int(alive_trained.sum()),
+        **counts, "trained": int(alive_trained.sum()),
         "collapsed_not_born_dead": int((o.collapsed & ~o.born_dead).sum()),
+        "died_in_training": int((o.dead_after_training & ~o.born_dead).sum()),
     }
-    for name, k in (("p_born_dead", k_dead), ("p_collapse", k_col), ("p_diverged", k_div)):
-        w = wilson(k, trials)
-        rec[name], rec[f"{name}_ci_low"], rec[f"{name}_ci_high"] = w.p, w.ci_low, w.ci_high
+    rec.update(probabilities(counts))
     rec["p"], rec["ci_low"], rec["ci_high"] = rec["p_collapse"], rec["p_collapse_ci_low"], rec["p_collapse_ci_high"]
-    cv = o.collapse_value[o.collapsed]
+    died = o.died_at_step[(o.died_at_step > 0) & ~o.born_dead]
+    rec["died_at_step_median"] = _median(died) if died.size else None
+    measured = o.collapsed & o.trained_to_end
+    cv = o.collapse_value[measured]
+    k_col = int(measured.sum())
     rec["collapse_value_median"] = [_median(cv[:, j]) for j in range(n.d_out)] if k_col else [None] * n.d_out
-    rec["collapse_value_mean"] = [_f(np.mean(cv[:, j], dtype=np.float64)) for j in range(n.d_out)] if k_col \
-        else [None] * n.d_out
+    rec["collapse_value_mean"] = [_f(np.nanmean(cv[:, j], dtype=np.float64)) if np.isfinite(cv[:, j]).any()
+                                  else None for j in range(n.d_out)] if k_col else [None] * n.d_out
+    rec["stopped_at_death"] = int((~o.trained_to_end).sum())
     rec.update(trained_target_stats(cell))
-    ok = ~o.diverged
+    ok = ~o.diverged & o.trained_to_end
     rec["final_loss_median"] = _median(o.final_loss[ok])
     rec["test_rel_l2_median"] = _median(o.test_rel_l2[ok])
     rec["test_rel_l2_median_trained"] = _median(o.test_rel_l2[alive_trained])
@@ -89,9 +124,13 @@ def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float 
 
 
 def estimate_training(cell: TrainCell, trials: int, seed: int = 0, *, chunk_size: int | None = None, devices=None,
-                      progress: Callable[[int], None] | None = None, optimizer=None) -> dict:
-    """Train trials ``0 .. trials - 1`` and summarize (``seconds`` includes compilation)."""
+                      progress: Callable[[int], None] | None = None, optimizer=None, after_death: str = "train") -> dict:
+    """Train trials ``0 .. trials - 1`` and summarize. ``seconds`` includes compilation; ``compile_seconds``
+    and ``run_seconds`` split it."""
     t0 = time.perf_counter()
+    timings: dict = {}
     out = train_outcomes(cell, 0, trials, seed, chunk_size=chunk_size, devices=devices, progress=progress,
-                         optimizer=optimizer)
-    return summarize_training(cell, out, time.perf_counter() - t0)
+                         optimizer=optimizer, after_death=after_death, timings=timings)
+    rec = summarize_training(cell, out, time.perf_counter() - t0)
+    rec.update(timings)
+    return rec

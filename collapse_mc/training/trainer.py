@@ -1,28 +1,32 @@
-"""Training thousands of networks at once: one pure per-trial program, vmapped, chunked, sharded, blocked.
+"""Training thousands of networks at once: ``TrainProgram``'s phases vmapped, chunked, sharded and blocked,
+with dead networks retired to a cheap path.
 
-``TrainProgram`` holds the pure per-trial functions for one static configuration (network, init,
-``TrainStatic``, optional custom optax optimizer). For a trial key and the traced ``values`` (lr, momentum,
-beta1, beta2, target_scale):
+``train_outcomes(cell, start, stop, seed)`` trains global trials ``start .. stop - 1`` (trial keys are
+``fold_in(fold_in(key(seed), cell), trial)``). Trials are processed in *waves* (as many as memory allows);
+within a wave the driver runs blocks of ``CHECK_EVERY`` steps:
 
-1. ``init``: parameters from ``MLP(network, init).init(stream(key, TAG_INIT))`` (augmented matrices), the
-   optimizer state, and ``first_dead_layer`` at initialization;
-2. ``run(state, key, values, step0, length)``: ``lax.scan`` over global steps ``step0 .. step0 + length - 1``.
-   The training set (``n_train`` points uniform on [-a, a]^d_in from ``stream(key, TAG_DATA)``) is
-   regenerated from the key, and the minibatch of step t is ``batch_size`` indices drawn with replacement
-   from ``fold_in(stream(key, TAG_BATCH), t)``, so nothing depends on how steps are blocked;
-3. ``finish``: classification (``classify``).
+* every trial still alive runs a block of full steps in fixed-size chunks (``jit(shard_map(vmap(...)))`` over
+  the ``'trials'`` mesh axis), and is then checked: is some hidden layer dead on its whole training set?
+* a trial found dead (at initialization or after a block) is **retired**: its classification as dead is
+  final (no gradient can reach below a dead layer), so from then on it runs ``TrainProgram.cheap_block``,
+  which trains only what can still move (the constant output, through the layers above the dead one) at the
+  cost of one point instead of a minibatch. Alive trials are re-packed into full chunks every block, so the
+  full-step work follows the number of live networks.
 
-``train(key, values)`` is the whole trial in one scan. ``train_outcomes`` runs it for global trial indices
-``start .. stop - 1`` with ``jit(shard_map(vmap(...)))`` over fixed-size chunks of trials (trial keys are
-``rng.trial_key(cell_key(seed, cell), trial)``) and a host loop over blocks of steps, carrying the state, so
-the progress bar moves; outcomes equal the unblocked ``train`` (tested) and do not depend on the chunk size or
-the device count. Compiled programs are cached on the static part only: the cell id, seed and traced values
-are arguments. Born-dead trials are trained like every other trial (no skipping).
+``after_death`` chooses what a retired trial does: ``"train"`` (default) the cheap path to the last step;
+``"stop"``: nothing more (its collapse constant, final loss, test error and dead fractions are then those at
+retirement, and ``trained_to_end`` is False for it: whether it is dead, collapsed or diverged does not change,
+so probabilities are the same); ``"full"``: no retirement, every trial runs full steps (the reference).
+Outcomes of ``"train"`` equal ``"full"`` trial for trial (tested) in every field except those a dead network
+can still change, the collapse constant and the final loss, which agree up to float rounding (the cheap path
+sums the minibatch in another order). They never depend on the chunk size, wave size or device count. Compiled
+programs are cached on the static part only: the cell id, seed and traced values are arguments.
 """
 from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -32,36 +36,38 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from .. import rng
-from ..config import ConfigError, InitConfig, NetworkConfig, ProbeConfig
-from ..deadness.probes import probe_points
+from ..config import ConfigError
 from ..devices import AXIS, round_up, trial_mesh
-from ..nets.mlp import MLP
-from . import classify
-from .config import TrainCell, TrainStatic, VALUE_FIELDS
-from .forward import forward_t
-from .losses import get_loss
-from .optimizers import make_optimizer
-from .targets import get_target, target_stats, dense_grid
+from .config import TrainCell, TrainStatic
+from .program import TrainProgram
 
-MAX_BLOCKS = 32
-MIN_BLOCK = 50
+CHECK_EVERY = 100                 # steps between death checks (and the host's block of steps)
 CHUNK_MEMORY_BYTES = 256 << 20
+WAVE_MEMORY_BYTES = 512 << 20     # host memory for one wave's states and training sets
 CPU_CACHE_BYTES = 256 << 10
-# init runs once per chunk and is cheap to run but slow to compile (random-number generation): on CPU, compile
-# it without LLVM's optimizations (about 3x faster to compile). Training and classification keep the default
-# (measured: compiling classification unoptimized cost 20-30 % of W1's throughput).
+FULL_CHUNK_PER_DEVICE = 64        # full steps run on few live trials: smaller chunks waste less padding
+# init runs once per chunk and is cheap to run but slow to compile (random-number generation): on CPU it is
+# compiled without LLVM's optimizations (about 3x faster to compile). Checks and classification keep them.
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 class TrainOutcomes(NamedTuple):
     """Per-trial outcomes, trial axis first (T trials, L_h = depth hidden layers, d_out outputs).
 
-    ``first_dead_layer (T,) int32``: at initialization, the 1-based first hidden layer constant on the domain,
-    0 = alive. ``born_dead (T,) bool``. ``collapsed (T,) bool``: trained output constant on the test grid (see
-    ``classify``). ``diverged (T,) bool``: non-finite loss or parameters (never collapsed). ``collapse_value
-    (T, d_out) float32``: the constant, NaN where not collapsed. ``final_loss (T,)``: training loss on the
-    whole training set after training. ``test_rel_l2 (T,)``: relative L2 error on the test grid.
-    ``dead_fraction (T, L_h)``: fraction of dead neurons per hidden layer after training.
+    ``first_dead_layer (T,) int32``: at initialization, the 1-based first hidden layer constant on the probe
+    set, 0 = alive. ``born_dead (T,) bool`` = ``first_dead_layer > 0``. ``near_flat_at_init (T,) bool``: the
+    output at initialization is flat on the test grid (as ``collapsed`` tests after training).
+    ``died_at_step (T,) int32``: the first death check at which some hidden layer was dead on the trial's
+    training set (checks at step 0 and every ``CHECK_EVERY`` steps; born dead = 0), -1 = never.
+    ``dead_after_training (T,) bool``: born dead, or died in training, or some hidden layer constant on the
+    test grid after training. ``collapsed (T,) bool``: dead after training, or not diverged and the trained
+    output flat on the test grid (max - min <= collapse_rtol x the target's std, per output).
+    ``diverged (T,) bool``: a non-finite loss, parameter or output. ``collapse_value (T, d_out)``: the
+    constant (mean output over the grid), NaN where not collapsed or diverged. ``final_loss (T,)``: training
+    loss on the whole training set after training. ``test_rel_l2 (T,)``: relative L2 error on the test grid.
+    ``dead_fraction (T, L_h)``: fraction of dead neurons per hidden layer after training, NaN if diverged.
+    ``trained_to_end (T,) bool``: False for a trial stopped when it died (``after_death="stop"``): its
+    collapse constant, final loss, test error and dead fractions are those at its death.
     """
 
     first_dead_layer: np.ndarray
@@ -72,128 +78,14 @@ class TrainOutcomes(NamedTuple):
     final_loss: np.ndarray
     test_rel_l2: np.ndarray
     dead_fraction: np.ndarray
+    dead_after_training: np.ndarray
+    near_flat_at_init: np.ndarray
+    died_at_step: np.ndarray
+    trained_to_end: np.ndarray
 
 
-class TrainState(NamedTuple):
-    params: dict
-    opt_state: optax.OptState
-    finite: jax.Array            # bool: every training loss so far was finite
-    first_dead_layer: jax.Array  # int32, at initialization
-
-
-class TrainProgram:
-    """Pure per-trial functions for one static configuration (see the module docstring)."""
-
-    def __init__(self, network: NetworkConfig, init: InitConfig, static: TrainStatic,
-                 optimizer: optax.GradientTransformation | None = None):
-        self.network, self.init_config, self.static = network, init, static
-        self.model = MLP(network, init)
-        self.target = get_target(static.target)
-        self.stats = target_stats(static.target, static.half_width)
-        self.loss_fn = get_loss(static.loss)
-        self.custom_optimizer = optimizer
-        probe = ProbeConfig(static.half_width, static.test_points, static.test_points)
-        self.probes = np.asarray(probe_points(network, init, probe), np.float32)
-        self.grid = dense_grid(network.d_in, static.half_width, static.test_points)
-        self.target_grid = np.asarray(self.target(jnp.asarray(self.grid)), np.float32).reshape(
-            len(self.grid), network.d_out)
-
-    # -- targets -------------------------------------------------------------------------------------------
-    def transform(self, values) -> tuple[jax.Array, jax.Array]:
-        """``(shift, factor)``, each ``(d_out,)``: the trained target is ``(f - shift) * factor``."""
-        st, mean, std = self.static, jnp.asarray(self.stats.mean), jnp.asarray(self.stats.std)
-        s = jnp.asarray(values["target_scale"], jnp.float32)
-        if st.normalize_target:
-            return mean, s / std
-        if st.scaled:
-            return jnp.zeros_like(mean), s / std
-        return jnp.zeros_like(mean), jnp.ones_like(mean)
-
-    def data(self, key, values) -> tuple[jax.Array, jax.Array]:
-        """The trial's training set, features-major: ``xt (d_in, n_train)``, ``yt (d_out, n_train)``."""
-        st, a = self.static, self.static.half_width
-        x = jax.random.uniform(rng.stream(key, rng.TAG_DATA), (st.n_train, self.network.d_in), jnp.float32, -a, a)
-        shift, factor = self.transform(values)
-        y = (self.target(x).reshape(st.n_train, self.network.d_out) - shift) * factor
-        return x.T, y.T
-
-    def optimizer(self, values) -> optax.GradientTransformation:
-        if self.custom_optimizer is not None:
-            return self.custom_optimizer
-        return make_optimizer(self.static, values)
-
-    # -- the three phases ----------------------------------------------------------------------------------
-    def init(self, key, values) -> TrainState:
-        params = self.model.init(rng.stream(key, rng.TAG_INIT), jnp.zeros((1, self.network.d_in)))["params"]
-        first = classify.first_dead_layer(self.model, params, jnp.asarray(self.probes))
-        return TrainState(params, self.optimizer(values).init(params), jnp.array(True), first)
-
-    def loss(self, params, xt, yt) -> jax.Array:
-        return self.loss_fn(forward_t(self.network, params, xt), yt)
-
-    def run(self, state: TrainState, key, values, step0, length: int, masked: bool = False) -> TrainState:
-        """Train ``length`` steps from global step ``step0``; with ``masked``, steps >= ``static.steps`` are
-        skipped."""
-        st = self.static
-        xt, yt = self.data(key, values)
-        opt = self.optimizer(values)
-        batch_key = rng.stream(key, rng.TAG_BATCH)
-
-        def step(carry, t):
-            params, opt_state, finite = carry
-            if st.batch_size is None:
-                xb, yb = xt, yt
-            else:
-                idx = jax.random.randint(jax.random.fold_in(batch_key, t), (st.batch_size,), 0, st.n_train)
-                xb, yb = xt[:, idx], yt[:, idx]
-            value, grads = jax.value_and_grad(self.loss)(params, xb, yb)
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, finite & jnp.isfinite(value))
-
-        def body(carry, i):
-            t = step0 + i
-            if masked:
-                return jax.lax.cond(t < st.steps, step, lambda c, _: c, carry, t), None
-            return step(carry, t), None
-
-        carry = (state.params, state.opt_state, state.finite)
-        params, opt_state, finite = jax.lax.scan(body, carry, jnp.arange(length, dtype=jnp.int32))[0]
-        return TrainState(params, opt_state, finite, state.first_dead_layer)
-
-    def finish(self, state: TrainState, key, values) -> dict:
-        xt, yt = self.data(key, values)
-        final_loss = self.loss(state.params, xt, yt)
-        shift, factor = self.transform(values)
-        target_grid = (jnp.asarray(self.target_grid) - shift) * factor
-        target_std = jnp.asarray(self.stats.std) * jnp.abs(factor)
-        out = classify.classify_trained(self.model, state.params, jnp.asarray(self.grid), target_grid, target_std,
-                                        self.static.collapse_rtol, state.finite & jnp.isfinite(final_loss))
-        out["first_dead_layer"] = state.first_dead_layer
-        out["final_loss"] = final_loss.astype(jnp.float32)
-        return out
-
-    def train(self, key, values) -> dict:
-        """One whole trial in a single scan over all steps (the reference for the blocked driver)."""
-        state = self.init(key, values)
-        return self.finish(self.run(state, key, values, jnp.int32(0), self.static.steps), key, values)
-
-    @functools.cached_property
-    def train_jit(self):
-        return jax.jit(self.train)
-
-
-def block_plan(steps: int, max_blocks: int = MAX_BLOCKS, min_block: int = MIN_BLOCK) -> tuple[int, int, bool]:
-    """``(block_length, n_blocks, masked)`` for the host loop: up to ``max_blocks`` blocks of at least
-    ``min_block`` steps; a divisor of ``steps`` when one is within a factor 2 of the target length, else the
-    target length with the overrun of the last block masked (skipped)."""
-    n = max(1, min(max_blocks, steps // min_block))
-    if n == 1:
-        return steps, 1, False
-    lo = math.ceil(steps / n)
-    for k in range(lo, 2 * lo + 1):
-        if steps % k == 0:
-            return k, steps // k, False
-    return lo, math.ceil(steps / lo), True
+AFTER_DEATH = ("train", "stop", "full")
+OUTCOME_FIELDS = TrainOutcomes._fields  # the per-trial arrays stored for a trained block
 
 
 def _keys(trials, root):
@@ -201,65 +93,173 @@ def _keys(trials, root):
     return rng.trial_keys(key_of_cell, trials)
 
 
+class _Timed:
+    """A jitted function compiled ahead of time at its first call; ``seconds`` accumulates compile time."""
+
+    def __init__(self, jitted, clock: list):
+        self.jitted, self.compiled, self.clock = jitted, None, clock
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            t0 = time.perf_counter()
+            self.compiled = self.jitted.lower(*args).compile()
+            self.clock[0] += time.perf_counter() - t0
+        return self.compiled(*args)
+
+
 class TrainMap:
     """The compiled, sharded phases of a ``TrainProgram`` for one chunk size and device set.
 
     Each phase is ``jit(shard_map(vmap(phase)))`` over the trial axis (the ``'trials'`` mesh axis of
-    ``devices.trial_mesh``); the state stays on the devices between blocks of steps.
+    ``devices.trial_mesh``). ``compile_seconds``: time spent compiling so far (a persistent compilation cache
+    makes it small; see ``collapse_mc.cache``).
     """
 
-    def __init__(self, program: TrainProgram, chunk_size: int, mesh, block: int, masked: bool):
-        self.program, self.mesh, self.block, self.masked = program, mesh, block, masked
+    def __init__(self, program: TrainProgram, chunk_size: int, mesh, block: int = CHECK_EVERY,
+                 full_chunk: int | None = None):
+        self.program, self.mesh, self.block = program, mesh, block
         self.chunk_size = round_up(max(1, int(chunk_size)), mesh.devices.size)
+        self.full_chunk = round_up(max(1, int(full_chunk or chunk_size)), mesh.devices.size)
         self._sharding = NamedSharding(mesh, P(AXIS))
+        self._replicated = NamedSharding(mesh, P())
+        self._clock = [0.0]
         prog = program
 
         def init_chunk(trials, root, values):
             return jax.vmap(prog.init, in_axes=(0, None))(_keys(trials, root), values)
 
-        def run_chunk(state, trials, root, values, step0):
-            return jax.vmap(lambda s, k: prog.run(s, k, values, step0, block, masked))(state, _keys(trials, root))
+        def checks_fn(state, data, values):
+            return jax.vmap(prog.init_checks, in_axes=(0, 0, None))(state, data, values)
 
-        def finish_chunk(state, trials, root, values):
-            return jax.vmap(prog.finish, in_axes=(0, 0, None))(state, _keys(trials, root), values)
+        def full_fn(state, data, trials, root, values, step0):
+            return jax.vmap(lambda s, d, k: prog.full_block(s, d, k, values, step0, block))(
+                state, data, _keys(trials, root))
+
+        def cheap_chunk(state, data, trials, root, values, step0):
+            return jax.vmap(lambda s, d, k: prog.cheap_block(s, d, k, values, step0, block))(
+                state, data, _keys(trials, root))
+
+        def finish_chunk(state, data, values):
+            return jax.vmap(prog.finish, in_axes=(0, 0, None))(state, data, values)
 
         cpu = mesh.devices.flat[0].platform == "cpu"
 
-        def sharded(fn, specs_in, once=False):
+        def sharded(fn, n_sharded, n_replicated, once=False):
             options = ONCE_COMPILER_OPTIONS if (once and cpu) else None
-            return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs_in, out_specs=P(AXIS), check_vma=False),
-                           compiler_options=options)
+            specs = (P(AXIS),) * n_sharded + (P(),) * n_replicated
+            return _Timed(jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(AXIS),
+                                                check_vma=False), compiler_options=options), self._clock)
 
-        self._init = sharded(init_chunk, (P(AXIS), P(), P()), once=True)
-        self._run = sharded(run_chunk, (P(AXIS), P(AXIS), P(), P(), P()))
-        self._finish = sharded(finish_chunk, (P(AXIS), P(AXIS), P(), P()))
+        self._init = sharded(init_chunk, 1, 2, once=True)
+        self._checks = sharded(checks_fn, 2, 1)
+        self._full = sharded(full_fn, 3, 3)
+        self._cheap = sharded(cheap_chunk, 3, 3)
+        self._finish = sharded(finish_chunk, 2, 1)
 
-    def __call__(self, start: int, stop: int, root, values, progress: Callable[[int], None] | None = None) -> dict:
+    @property
+    def compile_seconds(self) -> float:
+        return self._clock[0]
+
+    def wave_size(self) -> int:
+        """Trials held at once (host memory for their states and training sets within ``WAVE_MEMORY_BYTES``)."""
+        n, st = self.program.network, self.program.static
+        n_params = (n.d_in + 1) * n.width + (n.depth - 1) * (n.width + 1) * n.width + (n.width + 1) * n.d_out
+        per_trial = 4 * (4 * n_params + st.n_train * (n.d_in + n.d_out))
+        return max(1, WAVE_MEMORY_BYTES // per_trial // self.chunk_size) * self.chunk_size
+
+    def _put(self, tree):
+        return jax.device_put(tree, self._sharding)
+
+    def _chunks(self, idx: np.ndarray, c: int | None = None):
+        """``(rows (c,), n)`` per chunk of the positions ``idx`` (the last chunk padded by repeating a row)."""
+        c = c or self.chunk_size
+        for lo in range(0, len(idx), c):
+            rows = idx[lo:lo + c]
+            n = len(rows)
+            if n < c:
+                rows = np.concatenate([rows, np.full(c - n, rows[0], rows.dtype)])
+            yield rows, n
+
+    def __call__(self, start: int, stop: int, root, values, progress: Callable[[int], None] | None = None,
+                 after_death: str = "train") -> dict:
         """Outcomes (numpy, trial axis first) for global trials ``start .. stop - 1``."""
         if stop <= start:
             raise ValueError("empty trial range")
+        root = jax.device_put(root, self._replicated)
+        values = jax.device_put(values, self._replicated)
+        wave = self.wave_size()
+        pieces = [self._wave(lo, min(lo + wave, stop), root, values, progress, after_death)
+                  for lo in range(start, stop, wave)]
+        return {k: np.concatenate([p[k] for p in pieces], axis=0) for k in pieces[0]}
+
+    def _wave(self, start, stop, root, values, progress, after_death) -> dict:
         steps = self.program.static.steps
+        trials = np.arange(start, stop, dtype=np.int32)
+        w = len(trials)
+        every = np.arange(w)
+        gather = lambda tree, rows: jax.tree.map(lambda a: a[rows], tree)  # noqa: E731
+
+        # initialization and its checks, chunk by chunk, into host arrays
+        parts = []
+        for rows, n in self._chunks(every):
+            state, data, first = self._init(self._put(trials[rows]), root, values)
+            checks = self._checks(state, data, values)
+            parts.append(jax.tree.map(lambda a: np.asarray(a)[:n], (state, data, {"first_dead_layer": first,
+                                                                                  **checks})))
+        state, data, checks = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
+        state = jax.tree.map(np.array, state)  # writable copies
+        died_at = np.where(checks["dead_on_train"] | (checks["first_dead_layer"] > 0), 0, -1).astype(np.int32)
+
         n_blocks = math.ceil(steps / self.block)
-        c = self.chunk_size
-        pieces = []
-        for lo in range(start, stop, c):
-            n = min(c, stop - lo)
-            idx = np.arange(lo, lo + c, dtype=np.int64)
-            idx[n:] = lo  # padding: recomputes a real trial, result dropped
-            trials = jax.device_put(idx.astype(np.int32), self._sharding)
-            state = self._init(trials, root, values)
-            reported = 0
-            for b in range(n_blocks):
-                state = self._run(state, trials, root, values, jnp.int32(b * self.block))
-                if progress:
-                    jax.block_until_ready(state)
-                    done = n * (b + 1) // n_blocks
-                    if done > reported:
-                        progress(done - reported)
-                        reported = done
-            out = self._finish(state, trials, root, values)
-            pieces.append(jax.tree.map(lambda x: np.asarray(x)[:n], out))
-        return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *pieces)
+        reported = 0
+        for b in range(n_blocks):
+            step0 = jnp.int32(b * self.block)
+            retired = (died_at >= 0) if after_death != "full" else np.zeros(w, bool)
+            groups = [(False, every[~retired])] + ([(True, every[retired])] if after_death == "train" else [])
+            if not any(len(rows) for _, rows in groups):
+                break  # every trial stopped at its death
+            for cheap, rows_all in groups:
+                for rows, n in self._chunks(rows_all, None if cheap else self.full_chunk):
+                    args = (self._put(gather(state, rows)), self._put(gather(data, rows)),
+                            self._put(trials[rows]), root, values, step0)
+                    if cheap:
+                        new = self._cheap(*args)
+                    else:
+                        new, now_dead = self._full(*args)
+                        now = rows[:n][np.asarray(now_dead)[:n]]
+                        died_at[now[died_at[now] < 0]] = min((b + 1) * self.block, steps)
+                    for leaf, part in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
+                        leaf[rows[:n]] = np.asarray(part)[:n]
+            if progress:
+                done = w * (b + 1) // n_blocks
+                if done > reported:
+                    progress(done - reported)
+                    reported = done
+
+        parts = []
+        for rows, n in self._chunks(every):
+            out = self._finish(self._put(gather(state, rows)), self._put(gather(data, rows)), values)
+            parts.append(jax.tree.map(lambda a: np.asarray(a)[:n], out))
+        out = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
+        stopped = (died_at >= 0) if after_death == "stop" else np.zeros(w, bool)
+        died_at = np.where((died_at < 0) & out["dead_on_train"], steps, died_at)
+        return _outcomes(checks, out, died_at, ~stopped)
+
+
+def _outcomes(checks: dict, out: dict, died_at: np.ndarray, trained_to_end: np.ndarray) -> dict:
+    """The ``TrainOutcomes`` fields from the init checks, the finish outputs and the death steps."""
+    first = np.asarray(checks["first_dead_layer"], np.int32)
+    born_dead = first > 0
+    diverged = np.asarray(out["diverged"], bool)
+    dead_after = born_dead | (died_at >= 0) | np.asarray(out["dead_on_grid"], bool)
+    collapsed = dead_after | np.asarray(out["flat"], bool)
+    value = np.where(collapsed[:, None], np.asarray(out["collapse_value"], np.float32), np.nan)
+    return {"first_dead_layer": first, "born_dead": born_dead, "collapsed": collapsed, "diverged": diverged,
+            "collapse_value": value.astype(np.float32), "final_loss": np.asarray(out["final_loss"], np.float32),
+            "test_rel_l2": np.asarray(out["test_rel_l2"], np.float32),
+            "dead_fraction": np.asarray(out["dead_fraction"], np.float32), "dead_after_training": dead_after,
+            "near_flat_at_init": np.asarray(checks["near_flat_at_init"], bool),
+            "died_at_step": np.where(born_dead, 0, died_at).astype(np.int32), "trained_to_end": trained_to_end}
 
 
 def default_chunk_size(cell: TrainCell, n_devices: int, platform: str = "cpu") -> int:
@@ -273,8 +273,7 @@ def default_chunk_size(cell: TrainCell, n_devices: int, platform: str = "cpu") -
     b = t.effective_batch
     if platform == "cpu":
         per_device = max(8, min(4096, CPU_CACHE_BYTES // (4 * n.width * b)))
-        chunk = n_devices * (1 << (per_device.bit_length() - 1))
-        return chunk
+        return n_devices * (1 << (per_device.bit_length() - 1))
     n_params = (n.d_in + 1) * n.width + (n.depth - 1) * (n.width + 1) * n.width + (n.width + 1) * n.d_out
     per_trial = 4 * (4 * n.depth * n.width * b + 8 * n_params + 3 * (n.d_in + n.d_out) * t.n_train
                      + 4 * t.test_points * (n.width + n.d_out))
@@ -288,30 +287,24 @@ def _program(network, init, static, optimizer) -> TrainProgram:
 
 
 @functools.lru_cache(maxsize=32)
-def _train_map(network, init, static, optimizer, chunk_size, devices, block, masked) -> TrainMap:
-    return TrainMap(_program(network, init, static, optimizer), chunk_size, trial_mesh(devices), block, masked)
+def _train_map(network, init, static, optimizer, chunk_size, devices, block, full_chunk) -> TrainMap:
+    return TrainMap(_program(network, init, static, optimizer), chunk_size, trial_mesh(devices), block, full_chunk)
 
 
 def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, trials: int | None = None,
-              optimizer=None, block_steps: int | None = None) -> TrainMap:
+              optimizer=None) -> TrainMap:
     """The cached ``TrainMap`` for a cell's static part (shared by cells differing only in traced values).
 
     Without ``chunk_size`` the memory-bounded default is capped at the power of two >= ``trials``.
-    ``block_steps``: steps per host block (default: ``block_plan``).
+    ``devices``: default ``jax.local_devices()``.
     """
-    devices = tuple(devices) if devices is not None else tuple(jax.devices())
+    devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
     chunk = chunk_size or default_chunk_size(cell, len(devices), devices[0].platform)
     if chunk_size is None and trials is not None:
         chunk = min(chunk, max(len(devices), 1 << max(0, (int(trials) - 1).bit_length())))
-    steps = cell.train.steps
-    if block_steps is None:
-        block, _, masked = block_plan(steps)
-    else:
-        if int(block_steps) < 1:
-            raise ConfigError(f"block_steps must be >= 1, got {block_steps}")
-        block = min(int(block_steps), steps)
-        masked = steps % block != 0
-    return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, masked)
+    full = chunk if chunk_size else min(chunk, FULL_CHUNK_PER_DEVICE * len(devices))
+    block = min(CHECK_EVERY, cell.train.steps)
+    return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full)
 
 
 def root_array(seed: int, cell: TrainCell) -> jax.Array:
@@ -326,28 +319,34 @@ def values_array(cell: TrainCell) -> dict:
 
 def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chunk_size: int | None = None,
                    devices=None, progress: Callable[[int], None] | None = None,
-                   optimizer: optax.GradientTransformation | None = None,
-                   block_steps: int | None = None) -> TrainOutcomes:
+                   optimizer: optax.GradientTransformation | None = None, after_death: str = "train",
+                   timings: dict | None = None) -> TrainOutcomes:
     """Train and classify trials ``start .. stop - 1`` (global indices) of ``cell`` under root ``seed``.
 
-    ``progress(n)`` is called with the number of newly finished trials (fractions of a chunk as blocks of
+    ``progress(n)`` is called with the number of newly finished trials (fractions of a wave as blocks of
     steps finish). ``optimizer``: any optax ``GradientTransformation`` to use instead of the configured one
-    (its hyperparameters are then fixed, not traced; the trial keys stay those of the cell).
+    (its hyperparameters are then fixed, not traced; the trial keys stay those of the cell). ``after_death``:
+    ``"train"`` | ``"stop"`` | ``"full"`` (see the module docstring). ``timings``: if given, receives ``compile_seconds`` and ``run_seconds``.
     """
-    tm = train_map(cell, chunk_size, devices, trials=stop - start, optimizer=optimizer, block_steps=block_steps)
-    out = tm(start, stop, root_array(seed, cell), values_array(cell), progress=progress)
-    first = out["first_dead_layer"].astype(np.int32)
-    return TrainOutcomes(
-        first_dead_layer=first, born_dead=first > 0, collapsed=out["collapsed"].astype(bool),
-        diverged=out["diverged"].astype(bool), collapse_value=out["collapse_value"].astype(np.float32),
-        final_loss=out["final_loss"].astype(np.float32), test_rel_l2=out["test_rel_l2"].astype(np.float32),
-        dead_fraction=out["dead_fraction"].astype(np.float32))
+    if after_death not in AFTER_DEATH:
+        raise ConfigError(f"after_death must be one of {', '.join(AFTER_DEATH)}, got {after_death!r}")
+    t0 = time.perf_counter()
+    tm = train_map(cell, chunk_size, devices, trials=stop - start, optimizer=optimizer)
+    compiled_before = tm.compile_seconds
+    out = tm(start, stop, root_array(seed, cell), values_array(cell), progress=progress, after_death=after_death)
+    if timings is not None:
+        timings["compile_seconds"] = tm.compile_seconds - compiled_before
+        timings["run_seconds"] = time.perf_counter() - t0 - timings["compile_seconds"]
+    return TrainOutcomes(**out)
 
 
 def train_single(cell: TrainCell, trial: int, seed: int = 0, optimizer=None) -> dict:
-    """One trial trained alone (no vmap, one unblocked scan): the reference ``train_outcomes`` must match."""
+    """One trial trained alone (no vmap, no retirement, one unblocked scan, death checked only at the start and
+    the end): the reference ``train_outcomes`` must match. Returns the ``TrainOutcomes`` fields (scalars, and
+    ``(d_out,)`` / ``(L_h,)`` arrays); ``died_at_step`` is 0, ``steps`` or -1 here."""
     prog = _program(cell.network, cell.init, cell.train.static_part(), optimizer)
     key = rng.trial_key(rng.cell_key(seed, cell.cell), jnp.int32(trial))
-    out = prog.train_jit(key, values_array(cell))
-    return {k: np.asarray(v) for k, v in out.items()}
-
+    out = jax.tree.map(lambda a: np.asarray(a)[None], jax.jit(prog.train)(key, values_array(cell)))
+    died_at = np.where(out["dead_on_train_at_init"], 0, np.where(out["dead_on_train"], cell.train.steps, -1))
+    checks = {"first_dead_layer": out["first_dead_layer"], "near_flat_at_init": out["near_flat_at_init"]}
+    return {k: v[0] for k, v in _outcomes(checks, out, died_at, np.ones(1, bool)).items()}

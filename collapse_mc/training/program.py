@@ -1,0 +1,213 @@
+"""The pure per-trial functions of one training configuration (``TrainProgram``).
+
+For a trial key and the traced ``values`` (lr, momentum, beta1, beta2, target_scale), depth = hidden layers L_h:
+
+1. ``init``: parameters from ``MLP(network, init).init(stream(key, TAG_INIT))`` (augmented matrices), the
+   optimizer state, the trial's training set (``n_train`` points uniform on [-a, a]^d_in from
+   ``stream(key, TAG_DATA)``, features-major) and ``first_dead_layer`` on the probe set (born dead); then
+   ``init_checks``: ``near_flat_at_init`` (output flat on the test grid) and ``dead_on_train``;
+2. ``full_block``: ``lax.scan`` over global steps ``step0 .. step0 + length - 1`` (steps >= ``static.steps``
+   are skipped); the minibatch of step t is ``batch_size`` indices drawn with replacement from
+   ``fold_in(stream(key, TAG_BATCH), t)``, so nothing depends on how steps are blocked. Then the death check:
+   ``dead_on_train`` (``is_dead``) on the trial's whole training set;
+3. ``cheap_block``: the same steps for a trial that is **dead on its training set**: some hidden layer's
+   pre-activations are <= 0 at every training point, so that layer and everything below it get exactly zero
+   gradient at every later step (every minibatch is drawn from the training set) and the output is one
+   constant ``c`` at every training point. A step then needs the network at a single training point: the
+   loss of the minibatch is ``loss(c broadcast, y_batch)`` with the same minibatch indices, and the optimizer
+   update is applied to every parameter (zero gradients below, so momentum carries exactly as in a full
+   step). Only float rounding differs from ``full_block`` (sums over the minibatch are taken in another
+   order);
+4. ``finish``: classification (``classify``) after training.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import rng
+from ..config import InitConfig, NetworkConfig, ProbeConfig
+from ..deadness.probes import probe_points
+from ..nets.mlp import MLP
+from . import classify
+from .config import TrainStatic
+from .forward import deadness_t, forward_t
+from .losses import get_loss
+from .optimizers import make_optimizer
+from .targets import dense_grid, get_target, target_stats
+
+RETIRING_ACTIVATIONS = ("relu",)  # a dead ReLU layer passes no gradient; leaky/smooth activations never die
+
+
+class TrainState(NamedTuple):
+    """One trial's training state (vmapped: every leaf gains a leading trial axis)."""
+
+    params: dict
+    opt_state: optax.OptState
+    finite: jax.Array  # bool: every training loss so far was finite
+
+
+class TrialData(NamedTuple):
+    """One trial's training set, features-major: ``xt (d_in, n_train)``, ``yt (d_out, n_train)``."""
+
+    xt: jax.Array
+    yt: jax.Array
+
+
+class TrainProgram:
+    """Pure per-trial functions for one static configuration (see the module docstring).
+
+    ``optimizer``: an optax ``GradientTransformation`` used instead of the configured one (its
+    hyperparameters are then fixed, not traced).
+    """
+
+    def __init__(self, network: NetworkConfig, init: InitConfig, static: TrainStatic,
+                 optimizer: optax.GradientTransformation | None = None):
+        self.network, self.init_config, self.static = network, init, static
+        self.model = MLP(network, init)
+        self.target = get_target(static.target)
+        self.stats = target_stats(static.target, static.half_width)
+        self.loss_fn = get_loss(static.loss)
+        self.custom_optimizer = optimizer
+        self.retires = network.activation in RETIRING_ACTIVATIONS
+        probe = ProbeConfig(static.half_width, static.test_points, static.test_points)
+        self.probes = np.asarray(probe_points(network, init, probe), np.float32)
+        self.grid = dense_grid(network.d_in, static.half_width, static.test_points)
+        self.target_grid = np.asarray(self.target(jnp.asarray(self.grid)), np.float32).reshape(
+            len(self.grid), network.d_out)
+
+    # -- targets and data ----------------------------------------------------------------------------------
+    def transform(self, values) -> tuple[jax.Array, jax.Array]:
+        """``(shift, factor)``, each ``(d_out,)``: the trained target is ``(f - shift) * factor``."""
+        st, mean, std = self.static, jnp.asarray(self.stats.mean), jnp.asarray(self.stats.std)
+        s = jnp.asarray(values["target_scale"], jnp.float32)
+        if st.normalize_target:
+            return mean, s / std
+        if st.scaled:
+            return jnp.zeros_like(mean), s / std
+        return jnp.zeros_like(mean), jnp.ones_like(mean)
+
+    def target_std(self, values) -> jax.Array:
+        """Population standard deviation of the trained target, ``(d_out,)``."""
+        return jnp.asarray(self.stats.std) * jnp.abs(self.transform(values)[1])
+
+    def data(self, key, values) -> TrialData:
+        """The trial's training set (features-major)."""
+        st, a = self.static, self.static.half_width
+        x = jax.random.uniform(rng.stream(key, rng.TAG_DATA), (st.n_train, self.network.d_in), jnp.float32, -a, a)
+        shift, factor = self.transform(values)
+        y = (self.target(x).reshape(st.n_train, self.network.d_out) - shift) * factor
+        return TrialData(x.T, y.T)
+
+    def optimizer(self, values) -> optax.GradientTransformation:
+        if self.custom_optimizer is not None:
+            return self.custom_optimizer
+        return make_optimizer(self.static, values)
+
+    def loss(self, params, xt, yt) -> jax.Array:
+        return self.loss_fn(forward_t(self.network, params, xt), yt)
+
+    # -- the death check -----------------------------------------------------------------------------------
+    def is_dead(self, params, xt) -> jax.Array:
+        """Whether some hidden layer is dead on the points ``xt (d_in, P)``: its output is the same at every
+        point and every one of its neurons has pre-activation <= 0 at every point (bool scalar; always False
+        for activations other than ReLU). Dead on the training set is permanent: see the module docstring."""
+        if not self.retires:
+            return jnp.array(False)
+        _, dead_neurons, constant = deadness_t(self.network, params, xt)
+        return jnp.any(constant & (dead_neurons == self.network.width))
+
+    # -- the phases ----------------------------------------------------------------------------------------
+    def init(self, key, values) -> tuple[TrainState, TrialData, jax.Array]:
+        """State, training set and ``first_dead_layer`` on the probe set (born dead: > 0)."""
+        params = self.model.init(rng.stream(key, rng.TAG_INIT), jnp.zeros((1, self.network.d_in)))["params"]
+        first = classify.first_dead_layer(self.model, params, jnp.asarray(self.probes))
+        return TrainState(params, self.optimizer(values).init(params), jnp.array(True)), self.data(key, values), first
+
+    def init_checks(self, state: TrainState, data: TrialData, values) -> dict:
+        """At initialization: ``near_flat_at_init`` (the output flat on the test grid, as ``collapsed`` tests
+        after training) and ``dead_on_train`` (``is_dead`` on the training set)."""
+        y0 = forward_t(self.network, state.params, jnp.asarray(self.grid.T))
+        spread = jnp.max(y0, axis=1) - jnp.min(y0, axis=1)
+        return {"near_flat_at_init": jnp.all(spread <= self.static.collapse_rtol * self.target_std(values)),
+                "dead_on_train": self.is_dead(state.params, data.xt)}
+
+    def _steps(self, state: TrainState, key, values, step0, length: int, batch_loss) -> TrainState:
+        """``length`` optimizer steps from global step ``step0`` (steps >= ``static.steps`` skipped);
+        ``batch_loss(params, idx)`` is the loss of the minibatch ``idx`` (None = full batch)."""
+        st = self.static
+        opt = self.optimizer(values)
+        batch_key = rng.stream(key, rng.TAG_BATCH)
+
+        def step(carry, t):
+            params, opt_state, finite = carry
+            idx = None if st.batch_size is None else jax.random.randint(
+                jax.random.fold_in(batch_key, t), (st.batch_size,), 0, st.n_train)
+            value, grads = jax.value_and_grad(batch_loss)(params, idx)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, finite & jnp.isfinite(value))
+
+        def body(carry, i):
+            t = step0 + i
+            return jax.lax.cond(t < st.steps, step, lambda c, _: c, carry, t), None
+
+        carry = (state.params, state.opt_state, state.finite)
+        return TrainState(*jax.lax.scan(body, carry, jnp.arange(length, dtype=jnp.int32))[0])
+
+    def full_steps(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
+        """``length`` full training steps from global step ``step0``."""
+        def batch_loss(params, idx):
+            if idx is None:
+                return self.loss(params, data.xt, data.yt)
+            return self.loss(params, data.xt[:, idx], data.yt[:, idx])
+
+        return self._steps(state, key, values, step0, length, batch_loss)
+
+    def full_block(self, state: TrainState, data: TrialData, key, values, step0, length: int):
+        """``full_steps``, then ``dead_on_train`` (bool): the death check on the whole training set."""
+        state = self.full_steps(state, data, key, values, step0, length)
+        return state, self.is_dead(state.params, data.xt)
+
+    def cheap_block(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
+        """``length`` steps of a trial dead on its training set (see the module docstring)."""
+        x0 = data.xt[:, :1]
+
+        def batch_loss(params, idx):
+            yb = data.yt if idx is None else data.yt[:, idx]
+            c = forward_t(self.network, params, x0)  # (d_out, 1): the output at every training point
+            return self.loss_fn(jnp.broadcast_to(c, yb.shape), yb)
+
+        return self._steps(state, key, values, step0, length, batch_loss)
+
+    def finish(self, state: TrainState, data: TrialData, values) -> dict:
+        """Classification after training (see ``classify.classify_trained``) plus ``final_loss`` (on the whole
+        training set) and ``dead_on_train`` (the death check after the last step)."""
+        final_loss = self.loss(state.params, data.xt, data.yt)
+        shift, factor = self.transform(values)
+        target_grid = (jnp.asarray(self.target_grid) - shift) * factor
+        out = classify.classify_trained(self.model, state.params, jnp.asarray(self.grid), target_grid,
+                                        self.target_std(values), self.static.collapse_rtol,
+                                        state.finite & jnp.isfinite(final_loss))
+        out["final_loss"] = final_loss.astype(jnp.float32)
+        out["dead_on_train"] = self.is_dead(state.params, data.xt)
+        return out
+
+    def trained(self, key, values) -> tuple[TrainState, TrialData, dict]:
+        """One whole trial, every step a full step, in one scan: ``(state, data, checks at initialization)``."""
+        state, data, first = self.init(key, values)
+        checks = {"first_dead_layer": first, **self.init_checks(state, data, values)}
+        return self.full_steps(state, data, key, values, jnp.int32(0), self.static.steps), data, checks
+
+    def train(self, key, values) -> dict:
+        """One whole trial (``trained``) classified: the reference for the blocked driver. Returns the
+        ``finish`` outcomes plus ``first_dead_layer``, ``near_flat_at_init`` and ``dead_on_train_at_init``."""
+        state, data, checks = self.trained(key, values)
+        out = self.finish(state, data, values)
+        out["first_dead_layer"] = checks["first_dead_layer"]
+        out["near_flat_at_init"] = checks["near_flat_at_init"]
+        out["dead_on_train_at_init"] = checks["dead_on_train"]
+        return out
