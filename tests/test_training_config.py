@@ -8,7 +8,6 @@ from collapse_mc.cli import main
 from collapse_mc.config import ConfigError, InitConfig, NetworkConfig
 from collapse_mc.training import TrainCell, TrainConfig
 from collapse_mc.training.targets import Target
-from collapse_mc.training.trainer import block_plan
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -91,13 +90,3 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err
-
-
-def test_block_plan_covers_all_steps():
-    for steps in (1, 7, 49, 100, 101, 997, 1000, 5000, 20011):
-        length, n, masked = block_plan(steps)
-        assert n <= 32 and length * n >= steps and (length * (n - 1) < steps)
-        assert masked == (length * n != steps)
-        assert n == 1 or length >= 50
-    assert block_plan(5000) == (200, 25, False)
-    assert math.ceil(997 / block_plan(997)[0]) == block_plan(997)[1]

@@ -142,6 +142,13 @@ def test_traced_values_share_compilation_and_divergence_is_a_category(reference)
 def test_custom_optax_optimizer_equals_configured(reference):
     custom = train_outcomes(CELL, 0, 4, seed=5, chunk_size=4, optimizer=optax.sgd(0.05, momentum=0.5))
     assert_same(trainer.TrainOutcomes(*(x[:4] for x in reference)), custom, rtol=1e-4)
+    # recorded as what ran, not as the configured optimizer
+    rec = summarize_training(CELL, custom, optimizer=optax.sgd(0.05, momentum=0.5))
+    assert rec["optimizer"] == "custom:trace+scale" and rec["lr"] is None and rec["momentum"] is None
+    other = summarize_training(CELL, custom, optimizer=optax.sgd(0.05, momentum=0.9))
+    assert other["optimizer_hash"] != rec["optimizer_hash"]
+    assert summarize_training(CELL, custom, optimizer=optax.sgd(0.05, momentum=0.5))["optimizer_hash"] == \
+        rec["optimizer_hash"]
 
 
 SCRIPT = """

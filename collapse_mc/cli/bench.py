@@ -30,6 +30,9 @@ def register(sub):
     p.add_argument("--steps", default=None, help="training steps S (default 100)")
     p.add_argument("--repeats", default="1", help="warm runs to time (the best is reported)")
     p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (default: sized for the cache on CPU, for memory on GPU)")
+    p.add_argument("--after-death", default="train", choices=("train", "stop", "full"),
+                   help="dead networks: train = retired to the exact cheap path (default), stop = stopped, full = "
+                        "trained with full steps like live ones (what the peers do)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -44,7 +47,7 @@ def run(args) -> int:
         w["steps"] = positive_int("steps", args.steps)
     repeats = positive_int("repeats", args.repeats)
     chunk = positive_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
-    rec = bench_w1(w["nets"], w["width"], w["depth"], w["points"], w["steps"], repeats, chunk)
+    rec = bench_w1(w["nets"], w["width"], w["depth"], w["points"], w["steps"], repeats, chunk, args.after_death)
     rec["workload"] = args.workload
     if args.json:
         print_json(rec)
@@ -57,7 +60,7 @@ def run(args) -> int:
 
 
 def bench_w1(nets: int, width: int, depth: int, points: int, steps: int, repeats: int = 1,
-             chunk_size: int | None = None) -> dict:
+             chunk_size: int | None = None, after_death: str = "train") -> dict:
     import resource
     import time
 
@@ -71,15 +74,15 @@ def bench_w1(nets: int, width: int, depth: int, points: int, steps: int, repeats
                                  n_train=points, half_width=math.sqrt(3.0)))
     chunk = chunk_size
     t0 = time.perf_counter()
-    train_outcomes(cell, 0, nets, 0, chunk_size=chunk)
+    train_outcomes(cell, 0, nets, 0, chunk_size=chunk, after_death=after_death)
     first = time.perf_counter() - t0
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = train_outcomes(cell, 0, nets, 0, chunk_size=chunk)
+        out = train_outcomes(cell, 0, nets, 0, chunk_size=chunk, after_death=after_death)
         best = min(best, time.perf_counter() - t0)
     return {
-        "nets": nets, "width": width, "depth": depth, "layers": depth + 1, "points": points, "steps": steps,
+        "after_death": after_death, "nets": nets, "width": width, "depth": depth, "layers": depth + 1, "points": points, "steps": steps,
         "seconds": best, "net_steps_per_second": nets * steps / best, "compile_seconds": max(0.0, first - best),
         "first_call_seconds": first, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "devices": len(jax.devices()), "platform": jax.devices()[0].platform,

@@ -120,7 +120,8 @@ def run(args) -> int:
           f"{rec['steps']} steps, {batch}, n_train {rec['n_train']}; seed {args.seed}")
     print(f"trials {rec['trials']:,}: collapsed {rec['collapsed']:,}, dead after training "
           f"{rec['dead_after_training']:,}, born dead {rec['born_dead']:,}, diverged {rec['diverged']:,}, "
-          f"trained {rec['trained']:,}")
+          f"not collapsed {rec['trained']:,} (alive, output not flat; {rec['fit_within_10pct']:,} of them fit the "
+          "target within 10 % relative L2 error)")
     for label, key in (("P(collapse)", "p_collapse"), ("P(dead after training)", "p_dead_after_training"),
                        ("P(born dead)", "p_born_dead"), ("P(near flat at init)", "p_near_flat_at_init"),
                        ("P(diverged)", "p_diverged")):

@@ -40,3 +40,42 @@ def make_optimizer(static, values) -> optax.GradientTransformation:
     if kind == "rmsprop":
         return optax.rmsprop(lr, decay=values["beta2"], momentum=values["momentum"])
     raise ValueError(f"unknown optimizer {kind!r}")
+
+
+def optimizer_identity(opt: optax.GradientTransformation) -> dict:
+    """What a user-supplied optax optimizer is, for the record: ``{"name", "hash"}``. The name is the optax
+    transformation that built it, a chain by its links (``optax.sgd(lr, momentum)`` is
+    ``trace+scale``); the hash is SHA-256 (16 hex digits) of the qualified
+    names and captured constants of its ``init``/``update`` closures, so two optimizers with different
+    hyperparameters get different hashes."""
+    import hashlib
+
+    def describe(fn, depth=0):
+        parts = [getattr(fn, "__module__", ""), getattr(fn, "__qualname__", type(fn).__name__)]
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                v = cell.cell_contents
+            except ValueError:
+                continue
+            if callable(v) and depth < 4:
+                parts.append(describe(v, depth + 1))
+            elif isinstance(v, (tuple, list)) and depth < 4:
+                parts.append("[" + ",".join(describe(x, depth + 1) if callable(x) else repr(x) for x in v) + "]")
+            else:
+                parts.append(repr(v))
+        return "(" + ";".join(parts) + ")"
+
+    def name_of(update) -> str:
+        base = getattr(update, "__qualname__", "custom").split(".<locals>")[0]
+        inner = [c.cell_contents for c in getattr(update, "__closure__", None) or ()]
+        if base == "chain":  # optax aliases are chains: name their links
+            links = next((v for v in inner if isinstance(v, (tuple, list)) and v and all(map(callable, v))), ())
+            return "+".join(name_of(getattr(t, "update", t)) for t in links) or base
+        if base.startswith("with_extra_args"):  # optax's wrapper around a link's update
+            return next((name_of(getattr(v, "update", v)) for v in inner if hasattr(v, "update") or callable(v)),
+                        base)
+        return base
+
+    name = name_of(opt.update)
+    text = describe(opt.init) + describe(opt.update)
+    return {"name": name, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}

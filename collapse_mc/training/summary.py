@@ -20,6 +20,7 @@ import numpy as np
 from ..estimates import wilson
 from .config import TrainCell
 from .targets import target_name, target_stats
+from .optimizers import optimizer_identity
 from .trainer import TrainOutcomes, train_outcomes
 
 
@@ -78,8 +79,14 @@ def probabilities(counts: dict) -> dict:
     return rec
 
 
-def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float | None = None) -> dict:
-    """Settings, counts, Wilson intervals and per-output constants for one cell (see the module docstring)."""
+def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float | None = None,
+                       optimizer=None) -> dict:
+    """Settings, counts, Wilson intervals and per-output constants for one cell (see the module docstring).
+
+    ``optimizer``: the optax optimizer that ran instead of the configured one, if any: it is recorded as
+    ``optimizer = "custom:<name>"`` with ``optimizer_hash`` (``optimizers.optimizer_identity``), and the
+    configured ``lr``, ``momentum``, ``beta1``, ``beta2`` (which did not run) as None.
+    """
     n, init, t = cell.network, cell.init, cell.train
     o = outcomes
     counts = outcome_counts(o)
@@ -95,9 +102,14 @@ def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float 
         "normalize_target": t.normalize_target, "schedule": t.schedule, "half_width": t.half_width,
         "test_points": t.test_points, "collapse_rtol": t.collapse_rtol, "cell": cell.cell,
         **counts, "trained": int(alive_trained.sum()),
+        "fit_within_10pct": int((alive_trained & (o.test_rel_l2 <= 0.1)).sum()),
         "collapsed_not_born_dead": int((o.collapsed & ~o.born_dead).sum()),
         "died_in_training": int((o.dead_after_training & ~o.born_dead).sum()),
     }
+    if optimizer is not None:
+        ident = optimizer_identity(optimizer)
+        rec.update(optimizer=f"custom:{ident['name']}", optimizer_hash=ident["hash"], lr=None, momentum=None,
+                   beta1=None, beta2=None)
     rec.update(probabilities(counts))
     rec["p"], rec["ci_low"], rec["ci_high"] = rec["p_collapse"], rec["p_collapse_ci_low"], rec["p_collapse_ci_high"]
     died = o.died_at_step[(o.died_at_step > 0) & ~o.born_dead]
@@ -131,6 +143,6 @@ def estimate_training(cell: TrainCell, trials: int, seed: int = 0, *, chunk_size
     timings: dict = {}
     out = train_outcomes(cell, 0, trials, seed, chunk_size=chunk_size, devices=devices, progress=progress,
                          optimizer=optimizer, after_death=after_death, timings=timings)
-    rec = summarize_training(cell, out, time.perf_counter() - t0)
+    rec = summarize_training(cell, out, time.perf_counter() - t0, optimizer=optimizer)
     rec.update(timings)
     return rec
