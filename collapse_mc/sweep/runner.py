@@ -109,6 +109,8 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
                              [{"cell_hash": c.cell_hash, "kind": c.kind, "seed": c.seed, "config": c.config,
                                "settings": c.settings, "group": c.group, "trials": spec.trials,
                                "block_size": spec.block_size} for c in spec.cells])
+        if shard is not None:  # lets 'sweep status --spec' list the shards still missing blocks
+            store.put_artifact("shards", spec.sweep_hash, {"count": shard.count})
         order = [c for g in spec.groups() for c in g]
         todo = [(i, c, store.missing(c.cell_hash, spec.trials, spec.block_size)) for i, c in enumerate(order)]
         if shard is not None:

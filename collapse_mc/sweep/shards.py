@@ -99,7 +99,10 @@ def cost_per_trial(c: SweepCell) -> float:
     n = c.cell.network
     layer = n.width * (n.width + 1) * max(n.depth, 1) + n.width * (n.d_in + n.d_out)
     if c.kind == "born_dead":
-        return float(layer if c.cell.resolved_method == "dense" else n.width * max(n.depth, 1)) + 1.0
+        if c.cell.resolved_method == "gaussian":
+            return 4.0 * n.width * max(n.depth, 1) + 1.0
+        probes = c.cell.probe.grid_points if n.d_in == 1 else c.cell.probe.sample_points
+        return 2.0 * probes * layer + 1.0
     t = c.cell.train
     return float(layer) * t.effective_batch * t.steps + 1.0
 
