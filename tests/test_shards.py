@@ -329,6 +329,7 @@ def test_bad_inputs_one_line(tmp_path, capsys, specs, single):
         ["sweep", "status", "--db", single["born_dead"], "--spec", tmp_path / "nope.toml", "--shards", "2"],
         ["sweep", "submit", specs["born_dead"], "--db", out, "--workers", "0"],
         ["sweep", "submit", specs["born_dead"], "--db", out, "--executor", "pbs"],
+        ["sweep", "submit", specs["born_dead"], "--db", out, "--executor", "slurm"],  # no SLURM here
         ["sweep", "submit", specs["born_dead"], "--db", junk],
         ["born-dead", "--trials", "4", "--coordinator", "127.0.0.1:1"],
         ["born-dead", "--trials", "4", "--distributed", "--coordinator", "nohost", "--num-processes", "2",

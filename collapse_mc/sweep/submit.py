@@ -8,6 +8,7 @@ missing ones are computed, and the merge skips what ``out`` already holds. submi
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ..config import ConfigError
@@ -51,6 +52,8 @@ def submit_sweep(spec: SweepSpec, out, workers: int, executor: str = "local", pa
         raise SubmitError(f"--workers: must be >= 1, got {workers}")
     if spec.source is None:
         raise SubmitError("sweep submit needs a spec read from TOML (a file or a shipped spec name)")
+    if executor == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise SubmitError("--executor slurm: no sbatch/srun here; run it on a SLURM login node")
     try:
         import submitit
     except ImportError:
