@@ -114,3 +114,9 @@ def test_distributed_equals_single_process(env, tmp_path):
     for prefix, ref in (("bd", bd), ("global", bd), ("tr", tr)):
         for k, v in ref._asdict().items():
             np.testing.assert_array_equal(got[f"{prefix}_{k}"], np.asarray(v), err_msg=f"{prefix}_{k}")
+
+
+def test_distributed_outside_a_cluster_is_one_line(env):
+    r = subprocess.run([sys.executable, "-m", "collapse_mc", "born-dead", "--trials", "4", "--distributed"],
+                       env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--coordinator HOST:PORT" in r.stderr, r.stderr
