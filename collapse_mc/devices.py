@@ -2,7 +2,8 @@
 
 Work is expressed as a *chunk function* ``fn(trials, *args) -> pytree`` where ``trials`` is an int32 vector of
 global trial indices ``(c,)`` and every leaf of the result has leading axis ``c``. ``TrialMap`` compiles it
-once with ``jax.shard_map`` over a one-axis mesh (``'trials'``) of all devices, so each device runs ``fn`` on
+once with ``jax.shard_map`` over a one-axis mesh (``'trials'``) of this process's devices (``jax.local_devices()``;
+a mesh over every process's devices may be passed under ``jax.distributed``), so each device runs ``fn`` on
 its contiguous slice of the chunk, and feeds it fixed-size chunks (the last one padded), keeping one chunk in
 flight while the previous one is copied back. Memory is bounded by the chunk size. Because trial keys depend
 only on the global index, results do not depend on the chunk size or the device count.
@@ -20,8 +21,8 @@ AXIS = "trials"
 
 
 def trial_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh named ``'trials'`` over ``devices`` (default: all of them)."""
-    devices = list(devices) if devices is not None else jax.devices()
+    """A one-axis mesh named ``'trials'`` over ``devices`` (default: this process's, ``jax.local_devices()``)."""
+    devices = list(devices) if devices is not None else jax.local_devices()
     return Mesh(np.array(devices), (AXIS,))
 
 
@@ -87,4 +88,14 @@ class TrialMap:
 
 
 def _fetch(out, n):
-    return jax.tree.map(lambda x: np.asarray(x)[:n], out)
+    """The first ``n`` rows of every leaf as numpy. A leaf spanning other processes' devices (a mesh over
+    ``jax.devices()`` under ``jax.distributed``) is gathered with ``process_allgather``: a collective, so every
+    process must fetch the same results in the same order (``TrialMap`` does)."""
+    return jax.tree.map(lambda x: _to_numpy(x)[:n], out)
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

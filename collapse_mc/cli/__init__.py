@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 
-SUBCOMMAND_MODULES = ("born_dead", "estimate", "bench", "sweep", "safe_region", "figures")
+SUBCOMMAND_MODULES = ("born_dead", "estimate", "bench", "sweep", "safe_region", "figures", "store_cmd")
 
 
 def _use_all_cpu_cores() -> None:

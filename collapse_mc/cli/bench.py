@@ -85,6 +85,6 @@ def bench_w1(nets: int, width: int, depth: int, points: int, steps: int, repeats
         "after_death": after_death, "nets": nets, "width": width, "depth": depth, "layers": depth + 1, "points": points, "steps": steps,
         "seconds": best, "net_steps_per_second": nets * steps / best, "compile_seconds": max(0.0, first - best),
         "first_call_seconds": first, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "devices": len(jax.devices()), "platform": jax.devices()[0].platform,
+        "devices": len(jax.local_devices()), "platform": jax.local_devices()[0].platform,
         "p_collapse": float(out.collapsed.mean()), "p_born_dead": float(out.born_dead.mean()),
     }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..distributed import add_distributed_options, distributed_estimator, is_main
 from .common import add_network_options, add_depth_options, depths_from, int_list, positive_int, print_json, table, UsageError
 
 COLUMNS = [("width", "width", "d"), ("depth", "depth(L_h)", "d"), ("layers", "layers", "d"),
@@ -39,6 +40,7 @@ def register(sub):
     p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (bounds memory)")
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_distributed_options(p)
     p.set_defaults(func=run)
 
 
@@ -60,12 +62,15 @@ def run(args) -> int:
             cells.append(_make_cell(net, init, probe, args.method))
 
     from ..deadness import estimate_born_dead
+    estimate_born_dead = distributed_estimator(args, estimate_born_dead)
     from ..progress import Progress
     rows = []
     with Progress(trials * len(cells), "born-dead", enabled=False if args.no_progress else None) as bar:
         for cell in cells:
             bar.set_label(f"born-dead N={cell.network.width} L_h={cell.network.depth}")
             rows.append(estimate_born_dead(cell, trials, args.seed, chunk_size=chunk, progress=bar))
+    if not is_main():  # under --distributed, process 0 alone prints
+        return 0
     if args.json:
         print_json(rows)
     else:

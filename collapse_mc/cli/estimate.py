@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..distributed import add_distributed_options, distributed_estimator, is_main
 from .common import add_network_options, UsageError, add_depth_options, depths_from, positive_int, print_json
 
 
@@ -67,6 +68,7 @@ def register(sub):
                         "full = train it with full steps like a live one (slowest, the reference)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_distributed_options(p)
     p.set_defaults(func=run)
 
 
@@ -105,12 +107,15 @@ def run(args) -> int:
 
     from ..progress import Progress
     from ..training import estimate_training
+    estimate_training = distributed_estimator(args, estimate_training)
 
     n, t = cell.network, cell.train
     label = f"train N={n.width} L_h={n.depth} {cell.init.weights} {t.target} {t.loss}"
     with Progress(trials, label, enabled=False if args.no_progress else None) as bar:
         rec = estimate_training(cell, trials, args.seed, chunk_size=chunk, progress=bar,
                                 after_death=args.after_death)
+    if not is_main():  # under --distributed, process 0 alone prints
+        return 0
     if args.json:
         print_json(rec)
         return 0

@@ -12,6 +12,7 @@ import math
 import sys
 
 from .common import UsageError, positive_int, print_json, table
+from .submit import add_shard_option, add_status_spec_options, register_submit, shard_from_args, shard_status_cmd
 
 DB_HELP = "the SQLite results store (created by 'sweep run' if missing; default collapse_mc.sqlite)"
 RESULT_KEYS = ("trials", "born_dead", "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead",
@@ -39,6 +40,7 @@ def register(sub):
     r.add_argument("--chunk-size", default=None, help="trials per compiled chunk (memory; outcomes unchanged)")
     r.add_argument("--json", action="store_true", help="print a JSON summary (with per-cell results) at the end")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_shard_option(r)
     r.set_defaults(func=run_cmd)
 
     s = ss.add_parser("status", help="per cell: trials done / planned",
@@ -46,6 +48,7 @@ def register(sub):
                                   "within the plan (done) and the trials planned by the latest run.")
     s.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
     s.add_argument("--json", action="store_true", help="print JSON")
+    add_status_spec_options(s)
     s.set_defaults(func=status_cmd)
 
     c = ss.add_parser("check", help="validate a spec and list its cells (no store is touched)",
@@ -55,6 +58,7 @@ def register(sub):
     c.add_argument("--list", action="store_true", help="list the shipped specs")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=check_cmd)
+    register_submit(ss)
     p.set_defaults(func=lambda args: _sweep_help(p))
 
     q = sub.add_parser("results", help="per-cell estimates from a results store",
@@ -82,7 +86,7 @@ def register(sub):
 
 
 def _sweep_help(p):
-    raise UsageError("sweep: give a subcommand: run, status or check (see collapse-mc sweep --help)")
+    raise UsageError("sweep: give a subcommand: run, status, check or submit (see collapse-mc sweep --help)")
 
 
 # ----------------------------------------------------------------------------------------------- sweep run
@@ -97,8 +101,9 @@ def run_cmd(args) -> int:
         spec = spec.with_trials(positive_int("trials", args.trials))
     chunk = positive_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
     check_store_path(args.db, create=True)
+    shard = shard_from_args(args)
     with Progress(1, f"sweep {spec.name}", enabled=False if args.no_progress else None) as bar:
-        summary = run_sweep(spec, args.db, progress=bar, chunk_size=chunk)
+        summary = run_sweep(spec, args.db, progress=bar, chunk_size=chunk, shard=shard)
     if args.json:
         print_json(_clean(summary))
         return 0
@@ -112,6 +117,8 @@ def run_cmd(args) -> int:
 # ----------------------------------------------------------------------------------------------- status
 
 def status_cmd(args) -> int:
+    if args.spec is not None or args.shards is not None or args.trials is not None:
+        return shard_status_cmd(args)
     from ..store import Store
     with Store(args.db, readonly=True) as st:
         sweeps = st.status()

@@ -120,7 +120,7 @@ def born_dead_map(cell: BornDeadCell, chunk_size: int | None = None, devices=Non
     Without ``chunk_size``, the default is capped at the power of two >= ``trials`` so a small run does not
     pad up to a large chunk (and the number of distinct compiled shapes stays logarithmic).
     """
-    devices = tuple(devices) if devices is not None else tuple(jax.devices())
+    devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
     chunk = chunk_size or default_chunk_size(cell, len(devices))
     if chunk_size is None and trials is not None:
         chunk = min(chunk, max(len(devices), 1 << max(0, (int(trials) - 1).bit_length())))

@@ -9,7 +9,10 @@ unrecorded parts are stored. Each finished block is one transaction. Because a t
 interruptions or how many processes share the work.
 
 Several processes may run the same sweep on the same store: each first takes blocks no live process has
-claimed, then the rest; the store records each block once.
+claimed, then the rest; the store records each block once. With ``shard=Shard(i, n)`` a run computes only its
+fixed share of the blocks (``sweep.shards``), typically into its own store, joined later by
+``store.merge``. Computation uses this process's devices (``jax.local_devices()``), also under
+``jax.distributed``.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ..store import Store, check_store_path
+from .shards import Shard, shard_units
 from .spec import SweepCell, SweepSpec, load_spec
 
 
@@ -34,7 +38,7 @@ def environment_info() -> dict:
     import jaxlib
 
     from .. import __version__
-    devs = jax.devices()
+    devs = jax.local_devices()
     return {"package_version": __version__, "jax_version": jax.__version__,
             "jaxlib_version": getattr(jaxlib, "__version__", None), "backend": jax.default_backend(),
             "device_kind": devs[0].device_kind if devs else None, "device_count": len(devs),
@@ -43,16 +47,20 @@ def environment_info() -> dict:
 
 def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None = None,
                   progress: Callable[[int], None] | None = None) -> tuple[dict, np.ndarray]:
-    """Outcomes of trials ``[start, stop)`` of a cell: (per-trial arrays to store, per-layer dead fractions
-    ``(T, L_h)``)."""
+    """Outcomes of trials ``[start, stop)`` of a cell on this process's devices: (per-trial arrays to store,
+    per-layer dead fractions ``(T, L_h)``)."""
+    import jax
+    devices = jax.local_devices()
     if sc.kind == "born_dead":
         from ..deadness import born_dead_outcomes
-        out = born_dead_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress)
+        out = born_dead_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, devices=devices,
+                                 progress=progress)
         arrays = {"first_dead_layer": np.asarray(out.first_dead_layer)}
         ldf = np.asarray(out.dead_neurons, np.float64) / sc.cell.network.width
         return arrays, ldf
     from ..training import train_outcomes
-    out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress)
+    out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, devices=devices,
+                         progress=progress)
     arrays = {k: np.asarray(v) for k, v in out._asdict().items()}
     return arrays, np.asarray(out.dead_fraction, np.float64)
 
@@ -61,25 +69,28 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
     """One chunk size per cell: the estimator's memory-bounded default capped at the power of two >= the block
     size, so the last, shorter block is padded rather than recompiled, and cells of a group share a program."""
     import jax
-    n = len(jax.devices())
+    devices = jax.local_devices()
+    n = len(devices)
     if sc.kind == "born_dead":
         from ..deadness.born_dead import default_chunk_size
         chunk = default_chunk_size(sc.cell, n)
     else:
         from ..training.trainer import default_chunk_size
-        chunk = default_chunk_size(sc.cell, n, jax.devices()[0].platform)
+        chunk = default_chunk_size(sc.cell, n, devices[0].platform)
     return min(chunk, max(n, 1 << max(0, (block_size - 1).bit_length())))
 
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,
-              cell_callback: Callable[[SweepCell, int, int, list], None] | None = None) -> dict:
+              cell_callback: Callable[[SweepCell, int, int, list], None] | None = None,
+              shard: Shard | None = None) -> dict:
     """Run (or resume) a sweep into the store at ``db_path``; returns a summary dict.
 
     ``spec``: a ``SweepSpec`` or a path / shipped spec name. ``progress``: a callable taking the number of
     newly finished trials (e.g. ``collapse_mc.progress.Progress``), with optional ``set_label``; its
     ``total`` is set to the trials still missing when it has that attribute. ``cell_callback(cell, start,
-    stop, recorded)`` is called after each block. The summary has ``results``: ``Store.cell_estimates``
-    for the sweep's cells.
+    stop, recorded)`` is called after each block. ``shard``: compute only this shard's blocks (all cells
+    are still registered, so every shard's store describes the whole sweep). The summary has ``results``:
+    ``Store.cell_estimates`` for the sweep's cells.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
@@ -90,14 +101,18 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
     summary = {"db": str(db_path), "sweep": spec.sweep_hash, "name": spec.name, "kind": spec.kind,
                "cells": len(spec.cells), "trials_per_cell": spec.trials, "block_size": spec.block_size,
                "seed": spec.seed, "blocks_computed": 0, "blocks_recorded": 0, "trials_computed": 0,
-               "trials_recorded": 0, "blocks_done_elsewhere": 0}
+               "trials_recorded": 0, "blocks_done_elsewhere": 0, "shard": None if shard is None else str(shard)}
     with Store(db_path, create=True) as store:
         store.register_sweep(spec.sweep_hash, spec.name, spec.kind, spec.to_dict(), spec.source,
                              [{"cell_hash": c.cell_hash, "kind": c.kind, "seed": c.seed, "config": c.config,
                                "settings": c.settings, "group": c.group, "trials": spec.trials,
                                "block_size": spec.block_size} for c in spec.cells])
+        if shard is not None:  # lets 'sweep status --spec' list the shards still missing blocks
+            store.put_artifact("shards", spec.sweep_hash, {"count": shard.count})
         order = [c for g in spec.groups() for c in g]
         todo = [(i, c, store.missing(c.cell_hash, spec.trials, spec.block_size)) for i, c in enumerate(order)]
+        if shard is not None:
+            todo = _shard_todo(store, order, shard_units(spec, shard))
         missing_total = sum(b - a for _, _, blocks in todo for a, b in blocks)
         summary["trials_missing_at_start"] = missing_total
         summary["blocks_missing_at_start"] = sum(len(bl) for _, _, bl in todo)
@@ -154,6 +169,14 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
         summary["seconds"] = time.perf_counter() - t0
         summary["results"] = store.cell_estimates([c.cell_hash for c in spec.cells])
     return summary
+
+
+def _shard_todo(store: Store, order: list[SweepCell], mine) -> list:
+    """``(position, cell, unrecorded ranges)`` for the cells of a shard's units, in run order."""
+    ranges: dict[str, list] = {}
+    for u in mine:
+        ranges.setdefault(u.cell.cell_hash, []).extend(store.unrecorded(u.cell.cell_hash, u.start, u.stop))
+    return [(i, c, ranges[c.cell_hash]) for i, c in enumerate(order) if c.cell_hash in ranges]
 
 
 def _still_missing(store: Store, cell_hash: str, a: int, b: int) -> bool:

@@ -30,7 +30,7 @@ def trained_predictions(cell: TrainCell, trials, seed: int = 0, points: int = 40
         state = prog.trained(key, values)[0]
         return prog.model.apply({"params": state.params}, grid)
 
-    options = ONCE_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None  # a few trials: compile fast
+    options = ONCE_COMPILER_OPTIONS if jax.local_devices()[0].platform == "cpu" else None  # a few trials: compile fast
     outputs = jax.jit(jax.vmap(one), compiler_options=options)(jnp.asarray(np.asarray(trials, np.int32)))
     shift, factor = prog.transform(values)
     target = (prog.target(grid).reshape(len(grid), cell.network.d_out) - shift) * factor
