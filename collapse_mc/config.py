@@ -35,6 +35,7 @@ MAX_DEPTH = 1_000_000           # hidden layers
 MAX_DIM = 1024                  # d_in, d_out
 MAX_POINTS = 1 << 24            # n_train, test_points, grid_points, sample_points (about 16.8 million)
 MAX_STEPS = 100_000_000         # training steps (the step counter is int32)
+MAX_CELLS = 100_000             # cells of one sweep or one command (e.g. widths x depths of born-dead)
 MAX_BLOCKS_PER_CELL = 1_000_000  # stored blocks of one cell (trials / block_size): one row and transaction each
 MAX_TRIAL_BYTES = 2 << 30       # memory one trial (one network) may need inside a compiled chunk: 2 GiB
 MAX_HOST_BYTES = 16 << 30       # per-trial outcomes of one block (or one CLI run) held in host memory: 16 GiB

@@ -35,14 +35,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..config import (MAX_BLOCKS_PER_CELL, MAX_SEED, MAX_TRIALS, MAX_WORK, ConfigError, InitConfig, NetworkConfig, ProbeConfig,
-                      born_dead_cost, check_born_dead, check_cost, config_hash, to_dict)
+from ..config import (MAX_BLOCKS_PER_CELL, MAX_CELLS, MAX_SEED, MAX_TRIALS, MAX_WORK, ConfigError, InitConfig,
+                      NetworkConfig, ProbeConfig, born_dead_cost, check_born_dead, check_cost, config_hash, to_dict)
 
 KINDS = ("born_dead", "trained")
 TABLES = ("sweep", "grid", "network", "init", "probe", "train")
 SWEEP_KEYS = ("kind", "trials", "seed", "block_size", "chunk_size", "method", "name", "description")
 DEFAULT_BLOCK_SIZE = 1000
-MAX_CELLS = 100_000           # cells of one sweep (the product of the grid's list lengths)
 
 
 class SpecError(ConfigError):
