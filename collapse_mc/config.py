@@ -204,10 +204,12 @@ class ProbeConfig:
             object.__setattr__(self, "points", pts)
 
 
-def probe_count(network: NetworkConfig, probe: ProbeConfig) -> int:
+def probe_count(network: NetworkConfig, init: InitConfig, probe: ProbeConfig) -> int:
     """An upper bound on the number of probe points of a born-dead test (see ``deadness.probes``)."""
     if probe.points is not None:
         return len(probe.points)
+    if network.d_in == 1 and init.zero_bias and network.activation in ("relu", "leaky_relu"):
+        return 2   # the exact test at x = +1 and x = -1
     return probe.grid_points if network.d_in == 1 else probe.sample_points
 
 
@@ -234,9 +236,9 @@ class Cost:
     ops: float
 
 
-def born_dead_cost(network: NetworkConfig, probe: ProbeConfig, method: str) -> Cost:
+def born_dead_cost(network: NetworkConfig, init: InitConfig, probe: ProbeConfig, method: str) -> Cost:
     """``Cost`` of one born-dead trial with ``method`` 'gaussian' (the two-input kernel) or 'dense'."""
-    n, d, p = network.width, network.depth, probe_count(network, probe)
+    n, d, p = network.width, network.depth, probe_count(network, init, probe)
     host = 12.0 * d + 16            # dead-neuron counts (int32) and their float64 fractions per hidden layer
     if method == "gaussian":
         return Cost(4.0 * (d * n + 16 * n + 16), host, 40.0 * d * n)
@@ -258,17 +260,17 @@ def check_cost(what: str, cost: Cost, trials: int | None = None, held: int | Non
     _require(cost.device_bytes <= MAX_TRIAL_BYTES,
              f"{what}: one network needs about {_bytes(cost.device_bytes)} of memory (limit "
              f"{_bytes(MAX_TRIAL_BYTES)} per network); lower the width, depth or number of points")
-    if held is not None:
-        _require(held * cost.host_bytes <= MAX_HOST_BYTES,
-                 f"{what}: the outcomes of {held:,} networks held at once need about "
-                 f"{_bytes(held * cost.host_bytes)} (limit {_bytes(MAX_HOST_BYTES)}); lower the trials, block "
-                 "size or depth")
     if trials is not None:
         ops = trials * cost.ops
         _require(ops <= MAX_WORK,
                  f"{what}: {trials:,} networks need about {ops:.1e} floating-point operations (limit "
                  f"{MAX_WORK:.0e}, roughly a day of a whole GPU); "
                  "lower the trials, steps, width or depth")
+    if held is not None:
+        _require(held * cost.host_bytes <= MAX_HOST_BYTES,
+                 f"{what}: the outcomes of {held:,} networks held at once need about "
+                 f"{_bytes(held * cost.host_bytes)} (limit {_bytes(MAX_HOST_BYTES)}); lower the trials, block "
+                 "size or depth")
 
 
 def to_dict(obj: Any) -> dict:

@@ -70,7 +70,7 @@ def _cells(args):
                                 negative_slope=args.negative_slope, residual=args.residual)
             check_born_dead(net, init, probe)
             cell = BornDeadCell(net, init, probe, args.method)
-            check_cost(f"width {w}, depth {d}", born_dead_cost(net, probe, cell.resolved_method), args.trials,
+            check_cost(f"width {w}, depth {d}", born_dead_cost(net, init, probe, cell.resolved_method), args.trials,
                        held=args.trials)
             cells.append(cell)
     return cells

@@ -154,7 +154,7 @@ def add_depth_options(p: argparse.ArgumentParser, default: str | None = None, mu
 
 def int_list(text: str, name: str, minimum: int | None = 1, maximum: int | None = None) -> list[int]:
     """Parse ``'2,3,4'`` or a range ``'1-12'`` (or mixes: ``'1-4,8,16'``) into ints (at most ``MAX_LIST``)."""
-    out: list[int] = []
+    spans: list[tuple[int, int]] = []
     try:
         for part in str(text).split(","):
             part = part.strip()
@@ -165,15 +165,14 @@ def int_list(text: str, name: str, minimum: int | None = 1, maximum: int | None 
                 lo_i, hi_i = int(lo), int(hi)
                 if hi_i < lo_i:
                     raise ValueError
-                if len(out) + hi_i - lo_i + 1 > MAX_LIST:
-                    raise UsageError(f"--{name}: more than {MAX_LIST:,} values")
-                out.extend(range(lo_i, hi_i + 1))
+                spans.append((lo_i, hi_i))
             else:
-                out.append(int(part))
-            if len(out) > MAX_LIST:
-                raise UsageError(f"--{name}: more than {MAX_LIST:,} values")
+                spans.append((int(part), int(part)))
     except ValueError:
         raise UsageError(f"--{name}: malformed list {text!r} (expected e.g. 2,3,4 or 1-12)") from None
+    if sum(hi - lo + 1 for lo, hi in spans) > MAX_LIST:
+        raise UsageError(f"--{name}: more than {MAX_LIST:,} values")
+    out = [v for lo, hi in spans for v in range(lo, hi + 1)]
     if minimum is not None:
         bad = [v for v in out if v < minimum]
         if bad:

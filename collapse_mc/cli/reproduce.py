@@ -1,7 +1,7 @@
 """``collapse-mc reproduce NAME [--quick]``: one paper experiment end to end (its shipped sweep, then figures)."""
 from __future__ import annotations
 
-from .common import add_json_option, print_json
+from .common import add_json_option, json_safe, print_json
 
 
 def register(sub):
@@ -36,7 +36,7 @@ def run(args) -> int:
     check_out_folder(args.out or default_out)                # the figures can be written
     res = reproduce(args.name, args.quick, args.db, args.out, progress=False if args.no_progress else None)
     if args.json:
-        print_json(res)
+        print_json(json_safe(res))
         return 0
     results = res["results"]
     keys = [k for k in ("width", "depth", "layers", "init", "target", "loss", "d_in") if k in results[0]]

@@ -210,7 +210,7 @@ def _results_table(rows) -> str:
             parts.append(f"{kind} cells:")
         parts.append(table(sub, cols))
     note = ("p: collapse probability (trained cells) or born-dead probability (born-dead cells), 95% Wilson "
-            "interval. depth = hidden layers; layers = depth + 1.")
+            "interval.\ndepth = hidden layers; layers = depth + 1.")
     return "\n".join(parts) + "\n" + note
 
 
@@ -219,8 +219,8 @@ def _depth_table(rows) -> str:
     cols += [("cell_depth", "of depth", "d"), ("depth", "depth(L_h)", "d"), ("layers", "layers", "d"),
              ("trials", "trials", ",d"), ("born_dead", "born dead", ",d"), ("p", "P(born dead)", ".4f"),
              ("ci_low", "95% low", ".4f"), ("ci_high", "95% high", ".4f")]
-    note = ("P(born dead) at depth d from the first dead layers of the trials of one cell ('of depth': that cell's "
-            "depth). depth = hidden layers; layers = depth + 1.")
+    note = ("P(born dead) at depth d, from the first dead layers of the trials of one cell ('of depth': its depth).\n"
+            "depth = hidden layers; layers = depth + 1; 95% Wilson intervals.")
     return table(rows, cols) + "\n" + note
 
 

@@ -373,7 +373,7 @@ def check_size(spec: SweepSpec) -> None:
 
 def _cell_cost(c: SweepCell):
     if c.kind == "born_dead":
-        return born_dead_cost(c.cell.network, c.cell.probe, c.cell.resolved_method)
+        return born_dead_cost(c.cell.network, c.cell.init, c.cell.probe, c.cell.resolved_method)
     return c.cell.cost()
 
 
@@ -398,7 +398,7 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
             probe = ProbeConfig(**parts["probe"])
             check_born_dead(network, init, probe)
             cell = BornDeadCell(network, init, probe, parts["sweep"].get("method", "auto"))
-            check_cost("one network", born_dead_cost(network, probe, cell.resolved_method))
+            check_cost("one network", born_dead_cost(network, init, probe, cell.resolved_method))
         else:
             tr = _training()
             train = tr.TrainConfig(**parts["train"])
