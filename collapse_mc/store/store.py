@@ -266,7 +266,7 @@ def write_error(path, e: sqlite3.Error) -> StoreError:
     if "full" in text:
         return StoreError(f"disk full (or file-size limit reached) writing {path}; {resume}")
     if "disk I/O" in text:
-        return StoreError(f"disk I/O error writing {path} (disk full, a file-size limit or a failing disk); "
+        return StoreError(f"disk full, a file-size limit or a failing disk (disk I/O error) writing {path}; "
                           f"{resume}")
     if "readonly" in text or "read-only" in text:
         return StoreError(f"{path} is read-only; {resume}")
