@@ -4,14 +4,12 @@ read-only store, works), and committed data stays intact. Where the tests run as
 permissions) the read-only cases also make ``os.access`` report what a read-only mount would, so the code path
 that opens a store without writing is exercised either way."""
 import errno
-import hashlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from collapse_mc.cli import main

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ..estimates import wilson
-from .store import RESULT_KEYS, Store
+from .store import Store
 
 LEVELS = ("cells", "depths", "blocks", "trials")
 
