@@ -14,7 +14,7 @@ import pytest
 
 from collapse_mc.cli import main
 from collapse_mc.store import Store, StoreError
-from test_cli_hardening import GOOD_SPEC, make_store, sha256
+from stores import GOOD_SPEC, make_store, sha256
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
