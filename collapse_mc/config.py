@@ -39,6 +39,7 @@ MAX_CELLS = 100_000             # cells of one sweep or one command (e.g. widths
 MAX_BLOCKS_PER_CELL = 1_000_000  # stored blocks of one cell (trials / block_size): one row and transaction each
 MAX_TRIAL_BYTES = 2 << 30       # memory one trial (one network) may need inside a compiled chunk: 2 GiB
 MAX_HOST_BYTES = 16 << 30       # per-trial outcomes of one block (or one CLI run) held in host memory: 16 GiB
+MAX_CHUNK_BYTES = 32 << 30      # a chunk_size given by the user: chunk x the memory of one network: 32 GiB
 MAX_WORK = 1e17                 # floating-point operations of one run (about a day of a whole GPU)
 
 
@@ -253,13 +254,19 @@ def _bytes(b: float) -> str:
     return f"{b:,.0f} bytes"
 
 
-def check_cost(what: str, cost: Cost, trials: int | None = None, held: int | None = None) -> None:
+def check_cost(what: str, cost: Cost, trials: int | None = None, held: int | None = None,
+               chunk: int | None = None) -> None:
     """Refuse (``ConfigError`` with the estimate) a setting whose one trial needs more than ``MAX_TRIAL_BYTES``
-    of memory, whose ``held`` trials' outcomes exceed ``MAX_HOST_BYTES``, or whose ``trials`` trials exceed
-    ``MAX_WORK`` operations. ``what`` names the setting in the message."""
+    of memory, whose ``trials`` trials exceed ``MAX_WORK`` operations, whose ``held`` trials' outcomes exceed
+    ``MAX_HOST_BYTES``, or whose ``chunk`` (a chunk size given by the user) exceeds ``MAX_CHUNK_BYTES``.
+    ``what`` names the setting in the message."""
     _require(cost.device_bytes <= MAX_TRIAL_BYTES,
              f"{what}: one network needs about {_bytes(cost.device_bytes)} of memory (limit "
              f"{_bytes(MAX_TRIAL_BYTES)} per network); lower the width, depth or number of points")
+    if chunk is not None:
+        _require(chunk * cost.device_bytes <= MAX_CHUNK_BYTES,
+                 f"{what}: a chunk of {chunk:,} networks needs about {_bytes(chunk * cost.device_bytes)} of memory "
+                 f"(limit {_bytes(MAX_CHUNK_BYTES)}); lower the chunk size")
     if trials is not None:
         ops = trials * cost.ops
         _require(ops <= MAX_WORK,

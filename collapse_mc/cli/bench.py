@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.steps is not None:
         w["steps"] = args.steps
     repeats, chunk = args.repeats, args.chunk_size
-    _check_bench_size(w, repeats)
+    _check_bench_size(w, repeats, chunk)
     rec = bench_w1(w["nets"], w["width"], w["depth"], w["points"], w["steps"], repeats, chunk)
     rec["workload"] = args.workload
     if args.json:
@@ -57,13 +57,14 @@ def run(args) -> int:
     return 0
 
 
-def _check_bench_size(w: dict, repeats: int) -> None:
+def _check_bench_size(w: dict, repeats: int, chunk: int | None) -> None:
     """Refuse a workload beyond the shared work limit (``config.check_cost``), with the estimate."""
     from ..config import InitConfig, NetworkConfig, check_cost
     from ..training import TrainCell, TrainConfig
     cell = TrainCell(NetworkConfig(w["width"], w["depth"]), InitConfig("he_normal"),
                      TrainConfig(steps=w["steps"], batch_size=None, n_train=w["points"]))
-    check_cost(f"bench {w['nets']:,} nets x {w['steps']:,} steps", cell.cost(), w["nets"] * (repeats + 1))
+    check_cost(f"bench {w['nets']:,} nets x {w['steps']:,} steps", cell.cost(), w["nets"] * (repeats + 1),
+               chunk=chunk)
 
 
 def bench_w1(nets: int, width: int, depth: int, points: int, steps: int, repeats: int = 1,

@@ -71,7 +71,7 @@ def _cells(args):
             check_born_dead(net, init, probe)
             cell = BornDeadCell(net, init, probe, args.method)
             check_cost(f"width {w}, depth {d}", born_dead_cost(net, init, probe, cell.resolved_method), args.trials,
-                       held=args.trials)
+                       held=args.trials, chunk=args.chunk_size)
             cells.append(cell)
     return cells
 

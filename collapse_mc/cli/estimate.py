@@ -113,7 +113,8 @@ def run(args) -> int:
     from ..config import check_cost
     cell = make_cell(args)
     trials, chunk = args.trials, args.chunk_size
-    check_cost(f"width {cell.network.width}, depth {cell.network.depth}", cell.cost(), trials, held=trials)
+    check_cost(f"width {cell.network.width}, depth {cell.network.depth}", cell.cost(), trials, held=trials,
+               chunk=chunk)
 
     from ..progress import Progress
     from ..training import estimate_training

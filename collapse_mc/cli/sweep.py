@@ -96,7 +96,8 @@ def run_cmd(args) -> int:
     spec = load_spec(args.spec)
     if args.trials is not None:
         spec = spec.with_trials(args.trials)
-    chunk = args.chunk_size
+    spec = spec.with_chunk_size(args.chunk_size)
+    chunk = spec.chunk_size
     check_store_path(args.db, create=True)
     with Progress(1, f"sweep {spec.name}", enabled=False if args.no_progress else None) as bar:
         summary = run_sweep(spec, args.db, progress=bar, chunk_size=chunk)

@@ -107,6 +107,14 @@ class SweepSpec:
         check_size(spec)
         return spec
 
+    def with_chunk_size(self, chunk_size: int | None) -> "SweepSpec":
+        """The same sweep with ``chunk_size`` (None: the spec's own), checked against the memory limit."""
+        if chunk_size is None:
+            return self
+        spec = dataclasses.replace(self, chunk_size=_int(chunk_size, "chunk_size", 1, MAX_TRIALS))
+        check_size(spec)
+        return spec
+
     def groups(self) -> list[list[SweepCell]]:
         """Cells grouped by compiled shapes, groups in order of first appearance."""
         out: dict[str, list] = {}
@@ -361,7 +369,7 @@ def check_size(spec: SweepSpec) -> None:
     for c in spec.cells:
         cost = _cell_cost(c)
         try:
-            check_cost(f"cell ({c.label()})", cost, held=spec.block_size)
+            check_cost(f"cell ({c.label()})", cost, held=spec.block_size, chunk=spec.chunk_size)
         except ConfigError as e:
             raise SpecError(f"{spec.origin}: {e}") from None
         total += cost.ops * spec.trials
