@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .common import UsageError, add_json_option, int_in, print_json, CHUNK, TRIALS
+from .common import UsageError, add_json_option, int_in, one_of, print_json, CHUNK, TRIALS
 
 WORKLOADS = {
     "W1": dict(nets=1024, width=4, depth=10, points=128, steps=100),
@@ -25,7 +25,7 @@ def register(sub):
                     "|x|, MSE, Adam lr 1e-3. The first call compiles and runs; the second (warm) call is timed. "
                     "Compare with shared/bench/peers.py measured in the same run (python scripts/bench_w1.py).",
     )
-    p.add_argument("--workload", default="W1", choices=tuple(WORKLOADS), help="workload name (W1)")
+    p.add_argument("--workload", default="W1", type=one_of("workload", WORKLOADS), help="workload name (W1)")
     p.add_argument("--nets", type=TRIALS, default=None, help="number of independent nets M (default 1024)")
     p.add_argument("--steps", type=int_in(1, 100_000), default=None, help="training steps S, at most 100,000 (default 100)")
     p.add_argument("--repeats", type=int_in(1, 100), default=1, help="warm runs to time, 1 .. 100 (the best is reported)")

@@ -79,6 +79,18 @@ def finite_float(minimum: float = -math.inf, maximum: float = math.inf) -> Calla
     return convert
 
 
+def one_of(what: str, options) -> Callable[[str], str]:
+    """``type=`` converter: one of ``options`` (the error reads "unknown <what> 'x'; choose one of ...")."""
+    options = tuple(options)
+
+    def convert(text) -> str:
+        if text not in options:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; choose one of {', '.join(options)}")
+        return text
+    convert.__name__ = what
+    return convert
+
+
 TRIALS = int_in(1, MAX_TRIALS)
 SEED = int_in(0, MAX_SEED)
 CHUNK = int_in(1, MAX_TRIALS)

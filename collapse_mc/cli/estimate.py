@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from .common import (add_depth_options, add_json_option, add_network_options, add_run_options, depths_from,
-                     finite_float, int_in)
+                     finite_float, int_in, one_of)
 
 # Help for each TrainConfig field: the flags are generated from TrainConfig's fields (names, defaults, types),
 # so a new training setting needs a line here and nothing else. {default} is filled in from the dataclass.
@@ -53,8 +53,8 @@ def add_train_options(p) -> None:
         text = TRAIN_HELP[f.name].format(default=default, choices=" | ".join(choices.get(f.name, ())),
                                          targets=", ".join(choices["target"]))
         if f.name in choices:
-            g.add_argument(flag, dest=f.name, default=default, choices=choices[f.name], metavar=f.name.upper(),
-                           help=text)
+            g.add_argument(flag, dest=f.name, default=default, type=one_of(f.name, choices[f.name]),
+                           metavar=f.name.upper(), help=text)
         elif isinstance(default, bool):
             g.add_argument(flag, dest=f.name, action="store_true", help=text)
         elif f.name in ints:
