@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 DISABLE_ENV = "COLLAPSE_MC_NO_CACHE"
 DIR_ENV = "COLLAPSE_MC_CACHE_DIR"
@@ -37,6 +38,8 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
         os.makedirs(path, exist_ok=True)
     except OSError:
         return None
+    # the cache is an optimization: a full disk or an unreadable entry must not clutter a one-line error
+    warnings.filterwarnings("ignore", message="Error (writing|reading) persistent compilation cache")
     settings = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0.0,
                 "jax_persistent_cache_min_entry_size_bytes": 0}
     if "jax" in sys.modules:

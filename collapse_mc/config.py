@@ -25,6 +25,22 @@ RAI_LAYERS = ("hidden", "all", "hidden_except_first")
 GAUSSIAN_WEIGHT_INITS = ("he_normal", "lecun_normal")
 
 DEFAULT_HALF_WIDTH = math.sqrt(3.0)
+DEFAULT_NEGATIVE_SLOPE = 0.01
+
+# ---- input limits, shared by the command line and sweep specs (listed in the README, "Input limits").
+MAX_TRIALS = 2 ** 31 - 1        # trial indices are int32 inside the compiled programs (and keys fold them as uint32)
+MAX_SEED = 2 ** 32 - 1          # the root seed is a uint32 word of every key
+MAX_WIDTH = 65535               # dead-neuron counts per layer are stored as uint16
+MAX_DEPTH = 1_000_000           # hidden layers
+MAX_DIM = 1024                  # d_in, d_out
+MAX_POINTS = 1 << 24            # n_train, test_points, grid_points, sample_points (about 16.8 million)
+MAX_STEPS = 100_000_000         # training steps (the step counter is int32)
+MAX_CELLS = 100_000             # cells of one sweep or one command (e.g. widths x depths of born-dead)
+MAX_BLOCKS_PER_CELL = 1_000_000  # stored blocks of one cell (trials / block_size): one row and transaction each
+MAX_TRIAL_BYTES = 2 << 30       # memory one trial (one network) may need inside a compiled chunk: 2 GiB
+MAX_HOST_BYTES = 16 << 30       # per-trial outcomes of one block (or one CLI run) held in host memory: 16 GiB
+MAX_CHUNK_BYTES = 32 << 30      # a chunk_size given by the user: chunk x the memory of one network: 32 GiB
+MAX_WORK = 1e17                 # floating-point operations of one run (about a day of a whole GPU)
 
 
 class ConfigError(ValueError):
@@ -46,6 +62,27 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_int(name: str, value, minimum: int, maximum: int) -> int:
+    """``value`` as an int in ``[minimum, maximum]`` or ``ConfigError`` naming ``name`` (one line)."""
+    _require(_is_int(value), f"{name} must be an integer, got {value!r}")
+    _require(minimum <= value <= maximum, f"{name} must be in {minimum:,} .. {maximum:,}, got {value:,}")
+    return value
+
+
+def check_trial_range(start: int, stop: int) -> None:
+    """Trial indices ``[start, stop)`` must lie in ``[0, MAX_TRIALS]`` (they are int32 in the programs)."""
+    _require(_is_int(start) and _is_int(stop) and 0 <= start <= stop <= MAX_TRIALS,
+             f"trial indices must satisfy 0 <= start <= stop <= {MAX_TRIALS:,} (2^31 - 1), got [{start}, {stop})")
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
     """A fully connected network: ``d_in -> [width] * depth -> d_out``.
@@ -59,17 +96,20 @@ class NetworkConfig:
     d_in: int = 1
     d_out: int = 1
     activation: str = "relu"
-    negative_slope: float = 0.01
+    negative_slope: float = DEFAULT_NEGATIVE_SLOPE
     residual: bool = False
 
     def __post_init__(self):
-        _require(isinstance(self.width, int) and self.width >= 1, f"width must be an integer >= 1, got {self.width!r}")
-        _require(isinstance(self.depth, int) and self.depth >= 1,
-                 f"depth (hidden layers) must be an integer >= 1, got {self.depth!r}")
-        _require(isinstance(self.d_in, int) and self.d_in >= 1, f"d_in must be an integer >= 1, got {self.d_in!r}")
-        _require(isinstance(self.d_out, int) and self.d_out >= 1, f"d_out must be an integer >= 1, got {self.d_out!r}")
+        check_int("width", self.width, 1, MAX_WIDTH)
+        check_int("depth (hidden layers)", self.depth, 1, MAX_DEPTH)
+        check_int("d_in", self.d_in, 1, MAX_DIM)
+        check_int("d_out", self.d_out, 1, MAX_DIM)
         _require(self.activation in ACTIVATIONS,
                  f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        _require(_finite(self.negative_slope), f"negative slope must be finite, got {self.negative_slope!r}")
+        _require(self.activation == "leaky_relu" or self.negative_slope == DEFAULT_NEGATIVE_SLOPE,
+                 f"negative slope applies to leaky_relu only (activation is {self.activation})")
+        _require(isinstance(self.residual, bool), f"residual must be true or false, got {self.residual!r}")
 
     @property
     def layers(self) -> int:
@@ -102,8 +142,15 @@ class InitConfig:
                  f"unknown output initializer {self.output_weights!r}; choose one of {', '.join(WEIGHT_INITS)}")
         _require(self.rai_layers in RAI_LAYERS,
                  f"unknown rai_layers {self.rai_layers!r}; choose one of {', '.join(RAI_LAYERS)}")
-        _require(math.isfinite(self.bias_value), "bias value must be finite")
+        _require(_finite(self.bias_value), f"bias value must be finite, got {self.bias_value!r}")
         _require(not (self.bias == "normal" and self.bias_value < 0), "bias standard deviation must be >= 0")
+        _require(self.bias != "zeros" or self.bias_value == 0,
+                 "a bias value needs bias 'constant' or 'normal' (bias is 'zeros')")
+        _require(self.weights == "rai" or self.rai_layers == "hidden",
+                 f"rai_layers applies to the rai initializer only (initializer is {self.weights})")
+        _require(not (self.weights == "rai" and self.rai_layers == "all" and self.bias != "zeros"),
+                 "with rai on every layer (rai_layers 'all') RAI draws every bias: the bias setting would be "
+                 "ignored; leave it at 'zeros'")
 
     @property
     def zero_bias(self) -> bool:
@@ -143,13 +190,94 @@ class ProbeConfig:
     points: tuple | None = None
 
     def __post_init__(self):
-        _require(math.isfinite(self.half_width) and self.half_width > 0,
-                 f"domain half-width must be > 0, got {self.half_width!r}")
-        _require(self.grid_points >= 2, "grid_points must be >= 2")
-        _require(self.sample_points >= 1, "sample_points must be >= 1")
+        _require(_finite(self.half_width) and 0 < self.half_width <= 1e6,
+                 f"domain half-width must be a number in (0, 1e6], got {self.half_width!r}")
+        check_int("grid_points", self.grid_points, 2, MAX_POINTS)
+        check_int("sample_points", self.sample_points, 1, MAX_POINTS)
         if self.points is not None:
-            _require(len(self.points) >= 1, "points: need at least one probe point")
-            object.__setattr__(self, "points", tuple(tuple(float(v) for v in p) for p in self.points))
+            _require(1 <= len(self.points) <= MAX_POINTS, f"points: need 1 .. {MAX_POINTS:,} probe points")
+            try:
+                pts = tuple(tuple(float(v) for v in p) for p in self.points)
+            except (TypeError, ValueError):
+                raise ConfigError("points: each probe point must be a list of numbers") from None
+            _require(all(math.isfinite(v) for p in pts for v in p), "points: coordinates must be finite")
+            _require(len({len(p) for p in pts}) == 1, "points: every probe point needs the same dimension")
+            object.__setattr__(self, "points", pts)
+
+
+def probe_count(network: NetworkConfig, init: InitConfig, probe: ProbeConfig) -> int:
+    """An upper bound on the number of probe points of a born-dead test (see ``deadness.probes``)."""
+    if probe.points is not None:
+        return len(probe.points)
+    if network.d_in == 1 and init.zero_bias and network.activation in ("relu", "leaky_relu"):
+        return 2   # the exact test at x = +1 and x = -1
+    return probe.grid_points if network.d_in == 1 else probe.sample_points
+
+
+def check_born_dead(network: NetworkConfig, init: InitConfig, probe: ProbeConfig) -> None:
+    """Consistency of a born-dead setting beyond each dataclass: probe points match ``d_in``, and no setting
+    that cannot change a born-dead outcome (``ConfigError``, one line)."""
+    if probe.points is not None:
+        dim = len(probe.points[0])
+        _require(dim == network.d_in, f"probe points have dimension {dim} but the network has d_in={network.d_in}")
+    _require(not (init.weights == "rai" and init.rai_layers != "hidden_except_first" and init.bias != "zeros"),
+             "with rai on every hidden layer RAI draws the hidden biases: the bias setting would only reach "
+             "the output layer, which never changes whether a network is born dead; leave it at 'zeros'")
+    _require(init.output_weights is None,
+             "output_weights never changes whether a network is born dead (only hidden layers can die)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Estimated resources of one trial (one network): ``device_bytes`` inside a compiled chunk, ``host_bytes``
+    of its outcomes kept in host memory, ``ops`` floating-point operations."""
+
+    device_bytes: float
+    host_bytes: float
+    ops: float
+
+
+def born_dead_cost(network: NetworkConfig, init: InitConfig, probe: ProbeConfig, method: str) -> Cost:
+    """``Cost`` of one born-dead trial with ``method`` 'gaussian' (the two-input kernel) or 'dense'."""
+    n, d, p = network.width, network.depth, probe_count(network, init, probe)
+    host = 12.0 * d + 16            # dead-neuron counts (int32) and their float64 fractions per hidden layer
+    if method == "gaussian":
+        return Cost(4.0 * (d * n + 16 * n + 16), host, 40.0 * d * n)
+    params = network.d_in * n + d * (n + 1) * n
+    return Cost(4.0 * (3 * p * n + params + p * network.d_in), host, 2.0 * p * (params + 2 * d * n))
+
+
+def _bytes(b: float) -> str:
+    for unit, size in (("TiB", 2.0 ** 40), ("GiB", 2.0 ** 30), ("MiB", 2.0 ** 20)):
+        if b >= size:
+            return f"{b / size:,.1f} {unit}"
+    return f"{b:,.0f} bytes"
+
+
+def check_cost(what: str, cost: Cost, trials: int | None = None, held: int | None = None,
+               chunk: int | None = None) -> None:
+    """Refuse (``ConfigError`` with the estimate) a setting whose one trial needs more than ``MAX_TRIAL_BYTES``
+    of memory, whose ``trials`` trials exceed ``MAX_WORK`` operations, whose ``held`` trials' outcomes exceed
+    ``MAX_HOST_BYTES``, or whose ``chunk`` (a chunk size given by the user) exceeds ``MAX_CHUNK_BYTES``.
+    ``what`` names the setting in the message."""
+    _require(cost.device_bytes <= MAX_TRIAL_BYTES,
+             f"{what}: one network needs about {_bytes(cost.device_bytes)} of memory (limit "
+             f"{_bytes(MAX_TRIAL_BYTES)} per network); lower the width, depth or number of points")
+    if chunk is not None:
+        _require(chunk * cost.device_bytes <= MAX_CHUNK_BYTES,
+                 f"{what}: a chunk of {chunk:,} networks needs about {_bytes(chunk * cost.device_bytes)} of memory "
+                 f"(limit {_bytes(MAX_CHUNK_BYTES)}); lower the chunk size")
+    if trials is not None:
+        ops = trials * cost.ops
+        _require(ops <= MAX_WORK,
+                 f"{what}: {trials:,} networks need about {ops:.1e} floating-point operations (limit "
+                 f"{MAX_WORK:.0e}, roughly a day of a whole GPU); "
+                 "lower the trials, steps, width or depth")
+    if held is not None:
+        _require(held * cost.host_bytes <= MAX_HOST_BYTES,
+                 f"{what}: the outcomes of {held:,} networks held at once need about "
+                 f"{_bytes(held * cost.host_bytes)} (limit {_bytes(MAX_HOST_BYTES)}); lower the trials, block "
+                 "size or depth")
 
 
 def to_dict(obj: Any) -> dict:

@@ -1,10 +1,9 @@
 #!/usr/bin/env python
-"""Reproduce the experiment of collapse_mc/specs/paper1_targets_losses.toml (see its header for the paper's setting and
-numbers) and draw its figures.  Usage: python scripts/paper1_targets_losses.py [--quick] [--db PATH] [--out DIR] [--json]"""
+"""Reproduce the experiment of collapse_mc/specs/paper1_targets_losses.toml (see its header for the paper's setting and numbers)
+and draw its figures: the same as `collapse-mc reproduce paper1_targets_losses [--quick] [--db PATH] [--out DIR] [--json]`."""
 import sys
 
-from collapse_mc.jobs.example_fits import store_example_fits
-from collapse_mc.jobs.reproduce import main
+from collapse_mc.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main("paper1_targets_losses", sys.argv[1:], after=store_example_fits))
+    sys.exit(main(["reproduce", "paper1_targets_losses", *sys.argv[1:]]))

@@ -4,12 +4,10 @@ missing trials."""
 import numpy as np
 import pytest
 
-training = pytest.importorskip("collapse_mc.training")
-
-from collapse_mc.estimates import wilson  # noqa: E402
-from collapse_mc.store import Store  # noqa: E402
-from collapse_mc.sweep import parse_spec_text, run_sweep  # noqa: E402
-from collapse_mc.training import trainer, train_outcomes  # noqa: E402
+from collapse_mc.estimates import wilson
+from collapse_mc.store import Store
+from collapse_mc.sweep import parse_spec_text, run_sweep
+from collapse_mc.training import trainer, train_outcomes
 
 SPEC = """
 [sweep]

@@ -34,9 +34,18 @@ def test_min_width_grows_like_log2_depth_over_delta():
         assert abs(n - math.log2(depth / 0.01)) <= 1.0
 
 
-def test_limit_is_one():
-    assert theory.p_dead_limit(6) == 1.0
-    assert theory.p_dead_single_input(3, 10_000) == pytest.approx(1.0)
+def test_limit_is_the_deep_limit_of_the_single_input_probability():
+    # p_dead_limit(N) is lim_{L -> inf} of 1 - (1 - 2^-N)^L: check it against the formula far out in depth,
+    # where the gap to 1 is (1 - 2^-N)^L (about e^-16 at L = 16 * 2^N), and that the approach is monotone
+    for width in (1, 3, 6, 10):
+        depths = [2 ** width * k for k in (1, 4, 16)]
+        ps = [theory.p_dead_single_input(width, d) for d in depths]
+        assert ps == sorted(ps) and ps[0] < theory.p_dead_limit(width)
+        assert abs(theory.p_dead_limit(width) - ps[-1]) == pytest.approx((1 - 2.0 ** -width) ** depths[-1],
+                                                                         rel=1e-6, abs=1e-12)
+        assert abs(theory.p_dead_limit(width) - ps[-1]) < 2e-7
+    with pytest.raises(ValueError):
+        theory.p_dead_limit(0)
 
 
 def _binom_cdf(k, n, p):

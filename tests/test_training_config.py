@@ -43,8 +43,10 @@ def test_target_dimensions_must_match_network():
 
 def test_static_part_and_values_split():
     a = TrainConfig(lr=1e-3, momentum=0.0, beta1=0.9, target_scale=None)
-    b = TrainConfig(lr=3e-2, momentum=0.5, beta1=0.5, beta2=0.9)
+    b = TrainConfig(lr=3e-2, beta1=0.5, beta2=0.9)
     assert a.static_part() == b.static_part() and hash(a.static_part()) == hash(b.static_part())
+    m0, m1 = TrainConfig(optimizer="sgd"), TrainConfig(optimizer="sgd", lr=0.1, momentum=0.5)
+    assert m0.static_part() == m1.static_part() and m1.values()["momentum"] == 0.5
     assert a.values() == {"lr": 1e-3, "momentum": 0.0, "beta1": 0.9, "beta2": 0.999, "target_scale": 1.0}
     assert b.values()["lr"] == 3e-2 and b.values()["beta2"] == 0.9
     # target_scale values share a program among themselves, but natural scale is a different program

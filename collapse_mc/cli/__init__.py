@@ -2,8 +2,9 @@
 
 Subcommands live in one module each (``cli/<name>.py``) exposing ``register(subparsers)``; this file only
 dispatches. Conventions: ``--json`` prints machine-readable output on stdout; progress goes to stderr (only on
-a terminal); a user error is one line on stderr and exit status 2. Compiled programs are kept in a persistent cache
-(``collapse_mc.cache``) unless ``--no-cache`` (accepted anywhere on the line) or ``COLLAPSE_MC_NO_CACHE=1``.
+a terminal); a user error, and a fault of the environment (disk full, a read-only or damaged store, a missing
+folder), is one line on stderr and exit status 2, with no traceback. Compiled programs are kept in a persistent
+cache (``collapse_mc.cache``) unless ``--no-cache`` (accepted anywhere on the line) or ``COLLAPSE_MC_NO_CACHE=1``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import importlib.util
 import os
 import sys
 
-SUBCOMMAND_MODULES = ("born_dead", "estimate", "bench", "sweep", "safe_region", "figures", "store_cmd")
+SUBCOMMAND_MODULES = ("born_dead", "estimate", "bench", "sweep", "safe_region", "figures", "reproduce", "store_cmd")
 
 
 def _use_all_cpu_cores() -> None:
@@ -62,13 +63,35 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if not argv else 2
         return int(args.func(args) or 0)
     except ConfigError as e:
-        print(f"collapse-mc: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     except KeyboardInterrupt:
         print("collapse-mc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        return _fail(_os_error(e))
+    except MemoryError:
+        return _fail("out of memory: lower --chunk-size, the trials or the network size")
+    except Exception as e:  # noqa: BLE001
+        import sqlite3
+        if isinstance(e, sqlite3.Error):
+            return _fail(f"results store: {e}")
+        raise
+
+
+def _fail(message: str) -> int:
+    """The one-line error convention: ``collapse-mc: error: <message>`` on stderr, exit status 2."""
+    print(f"collapse-mc: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def _os_error(e: OSError) -> str:
+    import errno
+    what = {errno.ENOSPC: "disk full", errno.EFBIG: "file-size limit reached", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))
+    where = f": {e.filename}" if e.filename else ""
+    return f"{what}{where}"
 
 
 if __name__ == "__main__":

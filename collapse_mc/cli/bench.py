@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .common import UsageError, positive_int, print_json
+from .common import UsageError, add_json_option, int_in, one_of, print_json, CHUNK, TRIALS
 
 WORKLOADS = {
     "W1": dict(nets=1024, width=4, depth=10, points=128, steps=100),
@@ -25,15 +25,16 @@ def register(sub):
                     "|x|, MSE, Adam lr 1e-3. The first call compiles and runs; the second (warm) call is timed. "
                     "Compare with shared/bench/peers.py measured in the same run (python scripts/bench_w1.py).",
     )
-    p.add_argument("--workload", default="W1", help="workload name (W1)")
-    p.add_argument("--nets", default=None, help="number of independent nets M (default 1024)")
-    p.add_argument("--steps", default=None, help="training steps S (default 100)")
-    p.add_argument("--repeats", default="1", help="warm runs to time (the best is reported)")
-    p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (default: sized for the cache on CPU, for memory on GPU)")
+    p.add_argument("--workload", default="W1", type=one_of("workload", WORKLOADS), help="workload name (W1)")
+    p.add_argument("--nets", type=TRIALS, default=None, help="number of independent nets M (default 1024)")
+    p.add_argument("--steps", type=int_in(1, 100_000), default=None, help="training steps S, at most 100,000 (default 100)")
+    p.add_argument("--repeats", type=int_in(1, 100), default=1, help="warm runs to time, 1 .. 100 (the best is reported)")
+    p.add_argument("--chunk-size", type=CHUNK, default=None,
+                   help="trials per compiled chunk (default: sized for the cache on CPU, for memory on GPU)")
     p.add_argument("--after-death", default="train", choices=("train", "stop", "full"),
                    help="dead networks: train = retired to the exact cheap path (default), stop = stopped, full = "
                         "trained with full steps like live ones (what the peers do)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(p, "print one JSON object")
     p.set_defaults(func=run)
 
 
@@ -42,11 +43,11 @@ def run(args) -> int:
         raise UsageError(f"unknown workload {args.workload!r}; choose one of {', '.join(WORKLOADS)}")
     w = dict(WORKLOADS[args.workload])
     if args.nets is not None:
-        w["nets"] = positive_int("nets", args.nets)
+        w["nets"] = args.nets
     if args.steps is not None:
-        w["steps"] = positive_int("steps", args.steps)
-    repeats = positive_int("repeats", args.repeats)
-    chunk = positive_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
+        w["steps"] = args.steps
+    repeats, chunk = args.repeats, args.chunk_size
+    _check_bench_size(w, repeats, chunk)
     rec = bench_w1(w["nets"], w["width"], w["depth"], w["points"], w["steps"], repeats, chunk, args.after_death)
     rec["workload"] = args.workload
     if args.json:
@@ -57,6 +58,16 @@ def run(args) -> int:
         print(f"  {rec['net_steps_per_second']:,.0f} net-steps/s (warm {rec['seconds']:.3f} s), "
               f"compile {rec['compile_seconds']:.2f} s, peak RSS {rec['peak_rss_mb']:.0f} MB")
     return 0
+
+
+def _check_bench_size(w: dict, repeats: int, chunk: int | None) -> None:
+    """Refuse a workload beyond the shared work limit (``config.check_cost``), with the estimate."""
+    from ..config import InitConfig, NetworkConfig, check_cost
+    from ..training import TrainCell, TrainConfig
+    cell = TrainCell(NetworkConfig(w["width"], w["depth"]), InitConfig("he_normal"),
+                     TrainConfig(steps=w["steps"], batch_size=None, n_train=w["points"]))
+    check_cost(f"bench {w['nets']:,} nets x {w['steps']:,} steps", cell.cost(), w["nets"] * (repeats + 1),
+               chunk=chunk)
 
 
 def bench_w1(nets: int, width: int, depth: int, points: int, steps: int, repeats: int = 1,

@@ -1,16 +1,71 @@
 """``collapse-mc estimate``: train many independent networks and estimate P(collapse) and P(born dead)."""
 from __future__ import annotations
 
-import math
+import dataclasses
 
 from ..distributed import add_distributed_options, distributed_estimator, is_main
-from .common import add_network_options, UsageError, add_depth_options, depths_from, positive_int, print_json
+from .common import (add_depth_options, add_json_option, add_network_options, add_run_options, depths_from,
+                     finite_float, int_in, one_of)
+
+# Help for each TrainConfig field: the flags are generated from TrainConfig's fields (names, defaults, types),
+# so a new training setting needs a line here and nothing else. {default} is filled in from the dataclass.
+TRAIN_HELP = {
+    "target": "{targets}: |x|, x sin(5x), 1{{x>0}} + 0.2 sin(5x), (|x1+x2|, |x1-x2|) (default {default}; f4 sets "
+              "d_in = d_out = 2)",
+    "loss": "{choices} (default {default})",
+    "optimizer": "{choices} (default {default}); sgd = heavy-ball momentum, rmsprop decay = --beta2",
+    "lr": "learning rate (default {default})",
+    "momentum": "momentum, for sgd / nesterov / rmsprop only (default {default})",
+    "beta1": "Adam beta1, for adam only (default {default})",
+    "beta2": "Adam beta2 / RMSprop decay, for adam and rmsprop only (default {default})",
+    "steps": "training steps (default {default})",
+    "batch_size": "minibatch size, drawn with replacement each step; 0 = full batch (default {default})",
+    "n_train": "training points per trial, uniform on the domain (default {default})",
+    "target_scale": "rescale targets to this standard deviation (default: natural scale)",
+    "normalize_target": "subtract the target's mean and divide by its standard deviation",
+    "schedule": "learning-rate schedule: {choices} (default {default})",
+    "half_width": "a in the domain [-a, a]^d_in (default sqrt(3))",
+    "test_points": "dense test grid size used to classify (default {default})",
+    "collapse_rtol": "collapsed when max - min of the output on the test grid <= this x the target's standard "
+                     "deviation (default {default})",
+}
+FLAG_NAMES = {"half_width": "domain-half-width"}   # field -> flag, where they differ
+
+
+def _train_choices():
+    from ..training.config import LOSSES, OPTIMIZERS, SCHEDULES
+    from ..training.targets import TARGET_NAMES
+    return {"target": TARGET_NAMES, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+
+
+def add_train_options(p) -> None:
+    """One flag per ``TrainConfig`` field, with the field's default; ranges are checked by ``TrainConfig``."""
+    from ..config import MAX_POINTS, MAX_STEPS
+    from ..training import TrainConfig
+    choices = _train_choices()
+    ints = {"steps": int_in(1, MAX_STEPS), "n_train": int_in(1, MAX_POINTS), "test_points": int_in(2, MAX_POINTS),
+            "batch_size": int_in(0, MAX_POINTS)}
+    g = p.add_argument_group("training (the fields of TrainConfig)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in TRAIN_HELP:
+            raise RuntimeError(f"TrainConfig.{f.name} has no command-line help in cli/estimate.TRAIN_HELP")
+        flag = "--" + FLAG_NAMES.get(f.name, f.name.replace("_", "-"))
+        default = f.default
+        text = TRAIN_HELP[f.name].format(default=default, choices=" | ".join(choices.get(f.name, ())),
+                                         targets=", ".join(choices["target"]))
+        if f.name in choices:
+            g.add_argument(flag, dest=f.name, default=default, type=one_of(f.name, choices[f.name]),
+                           metavar=f.name.upper(), help=text)
+        elif isinstance(default, bool):
+            g.add_argument(flag, dest=f.name, action="store_true", help=text)
+        elif f.name in ints:
+            g.add_argument(flag, dest=f.name, type=ints[f.name], default=default, help=text)
+        else:
+            g.add_argument(flag, dest=f.name, type=finite_float(), default=default, help=text)
 
 
 def register(sub):
-    from ..config import WEIGHT_INITS
-    from ..training.config import DEFAULT_STEPS, LOSSES, OPTIMIZERS, SCHEDULES
-    from ..training.targets import TARGET_NAMES
+    from ..config import MAX_WIDTH, WEIGHT_INITS
 
     p = sub.add_parser(
         "estimate",
@@ -21,53 +76,24 @@ def register(sub):
                     "collapsed (after training the output is constant on a dense test grid: max - min <= "
                     "collapse-rtol x the target's standard deviation; with MSE the constant is the target mean, "
                     "with L1 a median), diverged (non-finite loss or parameters), or trained. Prints P(collapse) "
-                    "and P(born dead) with 95%% Wilson intervals and the collapse constants next to the target's "
+                    "and P(born dead) with 95% Wilson intervals and the collapse constants next to the target's "
                     "mean and median.",
     )
-    p.add_argument("--width", default="2", help="neurons per hidden layer N (default 2)")
+    p.add_argument("--width", type=int_in(1, MAX_WIDTH), default=2, help="neurons per hidden layer N (default 2)")
     add_depth_options(p, default="9", multi=False)
     p.add_argument("--init", default="he_normal", choices=WEIGHT_INITS, metavar="INIT",
                    help=f"weight initializer: {', '.join(WEIGHT_INITS)} (default he_normal; rai = randomized "
                         "asymmetric initialization)")
     add_network_options(p)
-    p.add_argument("--target", default="abs", metavar="TARGET",
-                   help=f"{', '.join(TARGET_NAMES)}: |x|, x sin(5x), 1{{x>0}} + 0.2 sin(5x), "
-                        "(|x1+x2|, |x1-x2|) (default abs; f4 sets d_in = d_out = 2)")
-    p.add_argument("--loss", default="mse", metavar="LOSS", help=f"{' | '.join(LOSSES)} (default mse)")
-    p.add_argument("--optimizer", default="adam", metavar="OPT",
-                   help=f"{' | '.join(OPTIMIZERS)} (default adam); sgd = heavy-ball momentum, rmsprop decay = "
-                        "--beta2")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--momentum", type=float, default=0.0, help="momentum for sgd / nesterov / rmsprop (default 0)")
-    p.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (default 0.9)")
-    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 / RMSprop decay (default 0.999)")
-    p.add_argument("--schedule", default="constant", metavar="SCHED",
-                   help=f"learning-rate schedule: {' | '.join(SCHEDULES)} (default constant)")
-    p.add_argument("--steps", default=str(DEFAULT_STEPS), help=f"training steps (default {DEFAULT_STEPS})")
-    p.add_argument("--batch-size", default="64",
-                   help="minibatch size, drawn with replacement each step; 0 = full batch (default 64)")
-    p.add_argument("--n-train", default="3000", help="training points per trial, uniform on the domain (default 3000)")
-    p.add_argument("--target-scale", type=float, default=None,
-                   help="rescale targets to this standard deviation (default: natural scale)")
-    p.add_argument("--normalize-target", action="store_true",
-                   help="subtract the target's mean and divide by its standard deviation")
-    p.add_argument("--domain-half-width", type=float, default=math.sqrt(3.0),
-                   help="a in the domain [-a, a]^d_in (default sqrt(3))")
-    p.add_argument("--test-points", default="1025", help="dense test grid size used to classify (default 1025)")
-    p.add_argument("--collapse-rtol", type=float, default=1e-2,
-                   help="collapsed when max - min of the output on the test grid <= this x the target's "
-                        "standard deviation (default 1e-2)")
-    p.add_argument("--trials", default="1000", help="independent networks (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="root seed (trial keys are fold_in(seed, cell, trial))")
-    p.add_argument("--chunk-size", default=None, help="trials per compiled chunk (bounds memory)")
+    add_train_options(p)
+    add_run_options(p, trials=1000, trials_help="independent networks")
     p.add_argument("--after-death", default="train", choices=("train", "stop", "full"),
                    help="what a network does once some hidden layer is dead on its training set (checked every "
                         "100 steps): train = keep training what can still move (the constant output) on a cheap "
                         "one-point path, exact (default); stop = stop it (its collapse constant and final loss "
                         "are then those at its death and left out of the medians; probabilities unchanged); "
                         "full = train it with full steps like a live one (slowest, the reference)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(p, "print one JSON object")
     add_distributed_options(p)
     p.set_defaults(func=run)
 
@@ -76,23 +102,14 @@ def make_cell(args):
     """The ``TrainCell`` described by the parsed arguments (raises ConfigError/UsageError on bad input)."""
     from ..config import InitConfig, NetworkConfig
     from ..training import TrainCell, TrainConfig
-    from ..training.targets import BUILTIN, TARGET_NAMES
+    from ..training.targets import BUILTIN
 
-    if args.target not in BUILTIN:
-        raise UsageError(f"--target: unknown target {args.target!r}; choose one of {', '.join(TARGET_NAMES)}")
     tgt = BUILTIN[args.target]
     depth = depths_from(args, multi=False)[0]
-    batch = positive_int("batch-size", args.batch_size, minimum=0)
-    net = NetworkConfig(positive_int("width", args.width), depth, d_in=tgt.d_in, d_out=tgt.d_out,
-                        activation=args.activation, negative_slope=args.negative_slope, residual=args.residual)
+    net = NetworkConfig(args.width, depth, d_in=tgt.d_in, d_out=tgt.d_out, activation=args.activation,
+                        negative_slope=args.negative_slope, residual=args.residual)
     init = InitConfig(args.init, args.bias, args.bias_value, rai_layers=args.rai_layers)
-    train = TrainConfig(target=args.target, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
-                        momentum=args.momentum, beta1=args.beta1, beta2=args.beta2,
-                        steps=positive_int("steps", args.steps), batch_size=batch or None,
-                        n_train=positive_int("n-train", args.n_train), target_scale=args.target_scale,
-                        normalize_target=args.normalize_target, schedule=args.schedule,
-                        half_width=args.domain_half_width, test_points=positive_int("test-points", args.test_points, 2),
-                        collapse_rtol=args.collapse_rtol)
+    train = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     return TrainCell(net, init, train)
 
 
@@ -101,9 +118,11 @@ def _fmt_list(v) -> str:
 
 
 def run(args) -> int:
+    from ..config import check_cost
     cell = make_cell(args)
-    trials = positive_int("trials", args.trials)
-    chunk = positive_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
+    trials, chunk = args.trials, args.chunk_size
+    check_cost(f"width {cell.network.width}, depth {cell.network.depth}", cell.cost(), trials, held=trials,
+               chunk=chunk)
 
     from ..progress import Progress
     from ..training import estimate_training

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .common import UsageError, float_list, print_json
+from .common import UsageError, add_db_option, add_json_option, print_json, probability_list
 
 
 def register(sub):
@@ -13,28 +13,35 @@ def register(sub):
         description="Draw every figure the store supports into --out (PNG and PDF): safe-region diagrams and "
                     "probability against depth for each born-dead family, initializations side by side, collapse "
                     "constants against the target mean (MSE) and median (L1), and stored example fits. Nothing is "
-                    "computed and the store is opened read-only.",
+                    "computed, the store is opened read-only, and nothing is written outside --out.",
     )
-    p.add_argument("--db", default="collapse_mc.sqlite", help="results store (default ./collapse_mc.sqlite)")
-    p.add_argument("--out", default="figures", help="output folder (default ./figures)")
-    p.add_argument("--thresholds", default="0.01,0.1,0.5", help="safe-region thresholds")
-    p.add_argument("--json", action="store_true", help="print the list of files as JSON")
+    add_db_option(p, writes=False)
+    p.add_argument("--out", default="figures", help="output folder, created if missing (default ./figures)")
+    p.add_argument("--thresholds", type=probability_list, default=(0.01, 0.1, 0.5),
+                   help="safe-region thresholds, each in (0, 1) (default 0.01,0.1,0.5)")
+    add_json_option(p, "print the list of files as JSON")
     p.set_defaults(func=run)
+
+
+def check_out_folder(out: str) -> None:
+    """Create ``out`` if needed and check that it is a writable folder (``UsageError`` otherwise)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out: {out!r} exists and is not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out: cannot create the folder {out!r}: {e.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out: the folder {out!r} is not writable (read-only folder or file system)")
 
 
 def run(args) -> int:
     from ..figures.regenerate import regenerate
     from ..store import Store, check_store_path
-    thresholds = tuple(float_list(args.thresholds, "thresholds"))
-    if any(not 0 < t < 1 for t in thresholds):
-        raise UsageError("--thresholds: each must be in (0, 1)")
-    if not os.path.exists(args.db):
-        raise UsageError(f"--db: no store at {args.db!r}")
     check_store_path(args.db, create=False)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
     with Store(args.db, readonly=True) as store:
-        files = regenerate(store, args.out, thresholds)
+        check_out_folder(args.out)
+        files = regenerate(store, args.out, args.thresholds)
     if args.json:
         print_json({"files": files})
     else:

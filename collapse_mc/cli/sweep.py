@@ -8,15 +8,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
 
-from .common import UsageError, positive_int, print_json, table
+from .common import UsageError, add_db_option, add_json_option, add_run_options, json_safe, print_json, table
 from .submit import add_shard_option, add_status_spec_options, register_submit, shard_from_args, shard_status_cmd
 
-DB_HELP = "the SQLite results store (created by 'sweep run' if missing; default collapse_mc.sqlite)"
-RESULT_KEYS = ("trials", "born_dead", "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead",
-               "born_dead_ci_low", "born_dead_ci_high", "dead_fraction", "blocks", "cell_hash")
 SETTING_ORDER = ("kind", "width", "depth", "layers", "d_in", "d_out", "activation", "residual", "init", "bias",
                  "bias_value", "method")
 
@@ -35,19 +31,17 @@ def register(sub):
                                   "with collapse_mc, e.g. paper2_born_dead) into --db. The spec and the store "
                                   "are checked before anything is computed or written.")
     r.add_argument("spec", help="TOML spec file, or a shipped spec name (see 'sweep check --list')")
-    r.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
-    r.add_argument("--trials", default=None, help="override the spec's trials per cell")
-    r.add_argument("--chunk-size", default=None, help="trials per compiled chunk (memory; outcomes unchanged)")
-    r.add_argument("--json", action="store_true", help="print a JSON summary (with per-cell results) at the end")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_db_option(r, writes=True)
+    add_run_options(r, trials=None, trials_help="override the spec's trials per cell", seed=False)
+    add_json_option(r, "print a JSON summary (with per-cell results) at the end")
     add_shard_option(r)
     r.set_defaults(func=run_cmd)
 
     s = ss.add_parser("status", help="per cell: trials done / planned",
                       description="Show every sweep recorded in the store and, per cell, the trials recorded "
                                   "within the plan (done) and the trials planned by the latest run.")
-    s.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
-    s.add_argument("--json", action="store_true", help="print JSON")
+    add_db_option(s, writes=False)
+    add_json_option(s)
     add_status_spec_options(s)
     s.set_defaults(func=status_cmd)
 
@@ -56,30 +50,37 @@ def register(sub):
                                   "--list, list the specs shipped with collapse_mc.")
     c.add_argument("spec", nargs="?", help="TOML spec file or shipped spec name")
     c.add_argument("--list", action="store_true", help="list the shipped specs")
-    c.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(c)
     c.set_defaults(func=check_cmd)
     register_submit(ss)
     p.set_defaults(func=lambda args: _sweep_help(p))
 
     q = sub.add_parser("results", help="per-cell estimates from a results store",
                        description="One row per cell: its settings, then the counts over all recorded trials "
-                                   "(trials, born_dead, collapsed, diverged) and p with its 95%% Wilson interval "
+                                   "(trials, born_dead, collapsed, diverged) and p with its 95% Wilson interval "
                                    "(ci_low, ci_high). p is the collapse probability for trained cells and the "
                                    "born-dead probability for born-dead cells; p_born_dead is always given. "
-                                   "depth = hidden layers; layers = depth + 1.")
-    q.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
+                                   "With --per-depth: P(born dead) at every depth up to each cell's depth (the "
+                                   "numbers behind a safe-region diagram). depth = hidden layers; layers = "
+                                   "depth + 1. The store is opened read-only.")
+    add_db_option(q, writes=False)
     q.add_argument("--kind", choices=("born_dead", "trained"), default=None, help="only cells of this kind")
     q.add_argument("--sweep", default=None, help="only the cells of this sweep (name or hash prefix)")
-    q.add_argument("--json", action="store_true", help="print one JSON array, one object per cell")
+    q.add_argument("--per-depth", action="store_true",
+                   help="one row per (cell, depth d <= the cell's depth): P(born dead) at depth d")
+    add_json_option(q, "print one JSON array, one object per row")
     q.set_defaults(func=results_cmd)
 
     e = sub.add_parser("export", help="export a results store as CSV or JSON",
-                       description="Export per-cell results (--level cells, as 'results'), the block records "
-                                   "(--level blocks) or the per-trial outcomes (--level trials).")
-    e.add_argument("--db", default="collapse_mc.sqlite", help=DB_HELP)
+                       description="Export per-cell results (--level cells, as 'results'), P(born dead) at every "
+                                   "depth (--level depths, as 'results --per-depth'), the block records (--level "
+                                   "blocks) or the per-trial outcomes (--level trials). Every row starts with its "
+                                   "cell's settings (width, depth, layers, init, ...), so no join is needed. The "
+                                   "store is opened read-only. In Python: collapse_mc.store.load_rows(db, level).")
+    add_db_option(e, writes=False)
     e.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
-    e.add_argument("--level", choices=("cells", "blocks", "trials"), default="cells",
-                   help="cells (default), blocks or trials")
+    e.add_argument("--level", choices=("cells", "depths", "blocks", "trials"), default="cells",
+                   help="cells (default), depths, blocks or trials")
     e.add_argument("--kind", choices=("born_dead", "trained"), default=None, help="only cells of this kind")
     e.add_argument("--out", default=None, help="write to this file instead of stdout")
     e.set_defaults(func=export_cmd)
@@ -98,14 +99,15 @@ def run_cmd(args) -> int:
 
     spec = load_spec(args.spec)
     if args.trials is not None:
-        spec = spec.with_trials(positive_int("trials", args.trials))
-    chunk = positive_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
+        spec = spec.with_trials(args.trials)
+    spec = spec.with_chunk_size(args.chunk_size)
+    chunk = spec.chunk_size
     check_store_path(args.db, create=True)
     shard = shard_from_args(args)
     with Progress(1, f"sweep {spec.name}", enabled=False if args.no_progress else None) as bar:
         summary = run_sweep(spec, args.db, progress=bar, chunk_size=chunk, shard=shard)
     if args.json:
-        print_json(_clean(summary))
+        print_json(json_safe(summary))
         return 0
     print(f"sweep {spec.name} ({spec.kind}, {len(spec.cells)} cells, {spec.trials:,} trials per cell, seed "
           f"{spec.seed}) -> {args.db}: computed {summary['blocks_computed']} blocks "
@@ -123,7 +125,7 @@ def status_cmd(args) -> int:
     with Store(args.db, readonly=True) as st:
         sweeps = st.status()
     if args.json:
-        print_json(_clean({"db": args.db, "sweeps": sweeps}))
+        print_json(json_safe({"db": args.db, "sweeps": sweeps}))
         return 0
     if not sweeps:
         print(f"{args.db}: no sweeps recorded")
@@ -150,7 +152,7 @@ def check_cmd(args) -> int:
         return 0
     spec = load_spec(args.spec)
     if args.json:
-        print_json(_clean({**spec.to_dict(), "sweep": spec.sweep_hash, "groups": len(spec.groups()),
+        print_json(json_safe({**spec.to_dict(), "sweep": spec.sweep_hash, "groups": len(spec.groups()),
                            "cells": [c.settings for c in spec.cells]}))
         return 0
     print(f"{spec.name}: {spec.kind}, {len(spec.cells)} cells in {len(spec.groups())} compiled-shape groups, "
@@ -162,45 +164,79 @@ def check_cmd(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- results
 
-def _cells(args):
+def _sweep_hashes(st, args):
+    """The cell hashes of ``--sweep`` (None: every cell)."""
+    if not getattr(args, "sweep", None):
+        return None
+    matches = [s for s in st.status() if s["name"] == args.sweep or s["sweep_hash"].startswith(args.sweep)]
+    if not matches:
+        raise UsageError(f"--sweep: no sweep named {args.sweep!r} in {args.db}")
+    return list(dict.fromkeys(c["cell_hash"] for s in matches for c in s["cells"]))
+
+
+def _rows(args, level: str) -> list[dict]:
     from ..store import Store
+    from ..store.rows import block_rows, cell_rows, depth_rows, trial_rows
     with Store(args.db, readonly=True) as st:
-        hashes = None
-        if getattr(args, "sweep", None):
-            matches = [s for s in st.status() if s["name"] == args.sweep or s["sweep_hash"].startswith(args.sweep)]
-            if not matches:
-                raise UsageError(f"--sweep: no sweep named {args.sweep!r} in {args.db}")
-            hashes = list(dict.fromkeys(c["cell_hash"] for s in matches for c in s["cells"]))
-        return st.cell_estimates(hashes, kind=args.kind)
+        hashes = _sweep_hashes(st, args)
+        if level == "cells":
+            return cell_rows(st, args.kind, hashes)
+        if level == "depths":
+            if args.kind is not None:
+                kinds = [c["cell_hash"] for c in st.cells() if c["kind"] == args.kind]
+                hashes = kinds if hashes is None else [h for h in hashes if h in set(kinds)]
+            return depth_rows(st, hashes)
+        if level == "blocks":
+            return block_rows(st, args.kind)
+        return trial_rows(st, args.kind)
 
 
 def results_cmd(args) -> int:
-    rows = _cells(args)
+    rows = _rows(args, "depths" if args.per_depth else "cells")
     if args.json:
-        print_json(_clean(rows))
+        print_json(json_safe(rows))
     elif not rows:
-        print(f"{args.db}: no cells")
+        print(f"{args.db}: no cells" + (" with trials" if args.per_depth else ""))
+    elif args.per_depth:
+        print(_depth_table(rows))
     else:
         print(_results_table(rows))
     return 0
 
 
 def _results_table(rows) -> str:
-    cols = _setting_columns(rows) + [("trials", "trials", ",d"), ("born_dead", "born dead", ",d")]
-    if any(r.get("collapsed") is not None for r in rows):
-        cols += [("collapsed", "collapsed", ",d"), ("diverged", "diverged", ",d")]
-    cols += [("p", "p", ".4f"), ("ci_low", "95% low", ".4f"), ("ci_high", "95% high", ".4f")]
+    """One table per kind of cell (born-dead, trained), each showing only the settings that vary in it."""
+    parts = []
+    kinds = list(dict.fromkeys(r.get("kind") for r in rows))
+    for kind in kinds:
+        sub = [r for r in rows if r.get("kind") == kind]
+        cols = _setting_columns(sub) + [("trials", "trials", ",d"), ("born_dead", "born dead", ",d")]
+        if any(r.get("collapsed") is not None for r in sub):
+            cols += [("collapsed", "collapsed", ",d"), ("diverged", "diverged", ",d")]
+        cols += [("p", "p", ".4f"), ("ci_low", "95% low", ".4f"), ("ci_high", "95% high", ".4f")]
+        if len(kinds) > 1:
+            parts.append(f"{kind} cells:")
+        parts.append(table(sub, cols))
     note = ("p: collapse probability (trained cells) or born-dead probability (born-dead cells), 95% Wilson "
-            "interval. depth = hidden layers; layers = depth + 1.")
+            "interval.\ndepth = hidden layers; layers = depth + 1.")
+    return "\n".join(parts) + "\n" + note
+
+
+def _depth_table(rows) -> str:
+    cols = [c for c in _setting_columns(rows, extra_skip=("cell_depth",)) if c[0] not in ("depth", "layers")]
+    cols += [("cell_depth", "of depth", "d"), ("depth", "depth(L_h)", "d"), ("layers", "layers", "d"),
+             ("trials", "trials", ",d"), ("born_dead", "born dead", ",d"), ("p", "P(born dead)", ".4f"),
+             ("ci_low", "95% low", ".4f"), ("ci_high", "95% high", ".4f")]
+    note = ("P(born dead) at depth d, from the first dead layers of the trials of one cell ('of depth': its depth).\n"
+            "depth = hidden layers; layers = depth + 1; 95% Wilson intervals.")
     return table(rows, cols) + "\n" + note
 
 
-def _setting_columns(rows) -> list:
+def _setting_columns(rows, extra_skip=()) -> list:
     """width, depth, layers always; other settings only where they vary."""
+    from ..store import RESULT_KEYS
     keys = ["width", "depth", "layers"]
-    skip = {"cell_hash", "done", "planned", "recorded", "complete", "block_size", "pct", "trials", "born_dead",
-            "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead", "born_dead_ci_low",
-            "born_dead_ci_high", "dead_fraction", "blocks"}
+    skip = set(RESULT_KEYS) | {"done", "planned", "recorded", "complete", "block_size", "pct"} | set(extra_skip)
     seen = []
     for r in rows:
         for k in r:
@@ -218,26 +254,10 @@ def _setting_columns(rows) -> list:
 # ----------------------------------------------------------------------------------------------- export
 
 def export_cmd(args) -> int:
-    from ..store import Store
-    if args.level == "cells":
-        data = _clean(_cells(args))
-    else:
-        with Store(args.db, readonly=True) as st:
-            cells = {c["cell_hash"]: c for c in st.cells() if args.kind in (None, c["kind"])}
-            data = []
-            for h in cells:
-                for b in st.blocks(h):
-                    if args.level == "blocks":
-                        data.append(b)
-                        continue
-                    arrays = st.block_arrays(b["id"])
-                    for i in range(b["trials"]):
-                        row = {"cell_hash": h, "trial": b["trial_start"] + i}  # then the arrays by name
-                        for k, v in arrays.items():
-                            if v.shape[:1] == (b["trials"],):
-                                row[k] = v[i].tolist()
-                        data.append(row)
-            data = _clean(data)
+    from ..store import RESULT_KEYS
+    if args.out is not None:
+        _check_out_file(args.out)
+    data = json_safe(_rows(args, args.level))
     if args.format == "json":
         text = json.dumps(data, allow_nan=False) + "\n"
     else:
@@ -251,6 +271,18 @@ def export_cmd(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _check_out_file(path: str) -> None:
+    """``--out`` must name a file in an existing, writable folder (checked before the store is read)."""
+    import os
+    if os.path.isdir(path):
+        raise UsageError(f"--out: {path} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--out: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"--out: cannot write {path} (read-only file, folder or file system)")
 
 
 def _csv(rows, tail=()) -> str:
@@ -284,14 +316,3 @@ def _flatten(v):
     for x in v:
         out.extend(_flatten(x) if isinstance(x, list) else [x])
     return out
-
-
-def _clean(obj):
-    """JSON-safe: non-finite floats -> None, tuples -> lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj

@@ -8,20 +8,46 @@
 * trained cells: the constants collapsed networks output against the target mean (MSE) and median (L1)
   (``collapse_constants_<target>``);
 * stored example fits (``Store.artifacts('example_fit')``): ``example_fits_<name>``.
+
+File names are built from names and settings stored in the store, which may come from anyone: every stem goes
+through ``figure_path``, which keeps it a plain file name inside ``out`` (no separators, no '..', no control
+characters, no symbolic link followed), so nothing is ever written outside ``out``.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 
 from ..analysis.from_store import born_dead_families, profile_grid
+from ..config import ConfigError
+from ..store import RESULT_KEYS
 from . import plots
 
-_CELL_KEYS = ("width", "depth", "layers", "cell_hash", "trials", "born_dead", "collapsed", "diverged", "p",
-              "ci_low", "ci_high", "p_born_dead", "born_dead_ci_low", "born_dead_ci_high", "dead_fraction",
-              "blocks")
+_CELL_KEYS = ("width", "depth", "layers") + RESULT_KEYS
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+class UnsafeFigurePath(ConfigError):
+    """A figure file would land outside its output folder (or on a symbolic link)."""
+
+
+def figure_path(out: str, stem: str) -> str:
+    """``out/<stem>`` with ``stem`` made a safe, plain file name (at most 150 characters, no path separators,
+    no leading dots); raises ``UnsafeFigurePath`` if the result would still leave ``out`` or is a symbolic link
+    (for either of the .png/.pdf files drawn from it)."""
+    clean = _UNSAFE.sub("-", str(stem)).lstrip(".-")[:150] or "figure"
+    base = os.path.join(out, clean)
+    root = os.path.realpath(out)
+    for ext in (".png", ".pdf"):
+        path = base + ext
+        if os.path.islink(path) or os.path.dirname(os.path.realpath(path)) != root:
+            raise UnsafeFigurePath(f"refusing to write {path!r}: it would leave the output folder {out!r}")
+    return base
 
 
 def _tag(settings: dict, default: dict) -> str:
@@ -55,9 +81,9 @@ def regenerate(store, out: str, thresholds=(0.01, 0.10, 0.50)) -> list[str]:
         init = cells[0].get("init")
         spots = [{**r, "p_collapse": r["p"]} for r in trained
                  if r.get("init") == init and int(r["width"]) in widths and r.get("target") == "abs"]
-        files += plots.safe_region(grid, os.path.join(out, f"safe_region{suffix}"), thresholds,
+        files += plots.safe_region(grid, figure_path(out, f"safe_region{suffix}"), thresholds,
                                    title=f"Safe region: P(born dead), {init}")
-        files += plots.probability_vs_depth(grid, os.path.join(out, f"p_vs_depth{suffix}"),
+        files += plots.probability_vs_depth(grid, figure_path(out, f"p_vs_depth{suffix}"),
                                             widths=[int(w) for w in grid.widths][:10], trained=spots,
                                             title=f"Born dead at initialization, {init}")
     files += _init_comparisons(store, out)
@@ -85,7 +111,7 @@ def _init_comparisons(store, out) -> list[str]:
                                 "ci_high": r["ci_high"]})
         if records:
             what = "P(born dead)" if kind == "born_dead" else "P(collapse after training)"
-            files += plots.init_comparison(records, os.path.join(out, f"init_comparison_{kind}"),
+            files += plots.init_comparison(records, figure_path(out, f"init_comparison_{kind}"),
                                            title=f"{what} by initialization (95 % intervals)")
     return files
 
@@ -112,7 +138,7 @@ def _collapse_constants(store, trained, out) -> list[str]:
         values = {loss: np.concatenate(v) for loss, v in sorted(per_loss.items(), reverse=True)}
         ref = {loss: (stats.mean[0] if loss == "mse" else stats.median[0]) for loss in values}
         band = {"l1": (stats.median_low[0], stats.median_high[0])}
-        files += plots.collapse_constants(values, ref, os.path.join(out, f"collapse_constants_{tgt}"),
+        files += plots.collapse_constants(values, ref, figure_path(out, f"collapse_constants_{tgt}"),
                                           title=f"Collapse constants, target {tgt} (output 1)", bands=band)
     return files
 
@@ -124,7 +150,12 @@ def example_fit_figures(store, out) -> list[str]:
         return []
     files = []
     for name, data in getter("example_fit"):
-        files += plots.example_fits(np.asarray(data["x"]), np.asarray(data["target"]),
-                                    [(lab, np.asarray(y)) for lab, y in data["fits"]],
-                                    os.path.join(out, f"example_fits_{name}"), title=data.get("title"))
+        base = figure_path(out, f"example_fits_{name}")
+        try:
+            x, target = np.asarray(data["x"], float), np.asarray(data["target"], float)
+            fits = [(str(lab), np.asarray(y, float)) for lab, y in data["fits"]]
+            title = data.get("title")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"the stored example fit {name!r} is malformed") from None
+        files += plots.example_fits(x, target, fits, base, title=None if title is None else str(title))
     return files

@@ -206,7 +206,7 @@ def main(name: str, argv: list[str]) -> int:
     ap.add_argument("--out", default=None, help="figure folder (default figures/<name>[_quick])")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
-    trials = args.trials or (32 if args.quick else 1000)
+    trials = args.trials if args.trials is not None else (32 if args.quick else 1000)
     if not 1 <= trials <= 1_000_000:
         print(f"{name}.py: error: --trials must be in 1 .. 1000000, got {trials}", file=sys.stderr)
         return 2

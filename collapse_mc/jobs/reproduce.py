@@ -1,14 +1,13 @@
 """Reproduce one paper experiment: run its shipped sweep spec into a store, then draw its figures.
 
-Used by the scripts in ``scripts/`` (one per experiment of SCIENCE.md section 5). ``--quick`` keeps the grid
+``collapse-mc reproduce NAME [--quick]`` (``cli/reproduce.py``) runs ``reproduce``; the scripts in ``scripts/``
+(one per experiment of SCIENCE.md section 5) are thin wrappers of that command. ``--quick`` keeps the grid
 but cuts trials and training steps (``QUICK_TRIALS``, ``QUICK_STEPS``), so CI can run every experiment end to
 end in seconds per cell; quick cells differ from the full ones (steps are part of a cell's identity) and do not
 mix with them in the store.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tomllib
@@ -49,44 +48,58 @@ def load(name: str, quick: bool):
     return parse_spec(data, origin=name + (" (quick)" if quick else ""))
 
 
-def main(name: str, argv: list[str] | None = None, after: Callable | None = None) -> int:
-    """Command-line driver: ``script [--quick] [--db PATH] [--out DIR] [--json]``."""
-    os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
-    ap = argparse.ArgumentParser(description=f"Reproduce {name} (spec collapse_mc/specs/{name}.toml): run or "
-                                             "resume it into a store, then draw its figures.")
-    ap.add_argument("--quick", action="store_true", help="a small run (same grid, few trials and steps)")
-    ap.add_argument("--db", default=None, help=f"store (default results/{name}[_quick].sqlite)")
-    ap.add_argument("--out", default=None, help=f"figures folder (default figures/{name}[_quick])")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = ap.parse_args(argv)
-    suffix = "_quick" if args.quick else ""
-    db = args.db or os.path.join("results", f"{name}{suffix}.sqlite")
-    out = args.out or os.path.join("figures", f"{name}{suffix}")
-    os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+def _example_fits(spec, db, quick):
+    from .example_fits import store_example_fits
+    return store_example_fits(spec, db, quick)
 
+
+# experiment name -> what runs after its sweep (None: nothing); each is a shipped spec of the same name
+EXPERIMENTS: dict[str, Callable | None] = {
+    "paper2_born_dead": None,
+    "paper1_abs_collapse": _example_fits,
+    "paper1_targets_losses": _example_fits,
+    "paper2_he_vs_rai_1d": _example_fits,
+    "paper2_he_vs_rai_f4": None,
+}
+
+
+def default_paths(name: str, quick: bool) -> tuple[str, str]:
+    """``(results/<name>[_quick].sqlite, figures/<name>[_quick])``."""
+    suffix = "_quick" if quick else ""
+    return os.path.join("results", f"{name}{suffix}.sqlite"), os.path.join("figures", f"{name}{suffix}")
+
+
+def reproduce(name: str, quick: bool = False, db: str | None = None, out: str | None = None,
+              progress: bool | None = None) -> dict:
+    """Run (or resume) experiment ``name`` (a key of ``EXPERIMENTS``) into ``db`` and draw its figures into
+    ``out``; returns ``{spec, quick, db, out, results, files, extra}``. Everything is checked before anything
+    is written; ``db``'s folder is created when it is the default ``results/``."""
+    from ..config import ConfigError
     from ..figures.regenerate import regenerate
     from ..progress import Progress
-    from ..store import Store
+    from ..store import Store, check_store_path
     from ..sweep import run_sweep
 
-    spec = load(name, args.quick)
-    with Progress(1, name) as bar:
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    default_db, default_out = default_paths(name, quick)
+    spec = load(name, quick)
+    if db is None:
+        db = default_db
+        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+    out = out or default_out
+    check_store_path(db, create=True)
+    with Progress(1, name, enabled=progress) as bar:
         summary = run_sweep(spec, db, progress=bar)
-    extra = after(spec, db, args.quick) if after else None
-    with Store(db) as store:
+    after = EXPERIMENTS[name]
+    extra = after(spec, db, quick) if after else None
+    with Store(db, readonly=True) as store:
         files = regenerate(store, out)
-    results = summary["results"]
-    if args.json:
-        json.dump({"spec": name, "quick": args.quick, "db": db, "results": results, "files": files,
-                   "extra": extra}, sys.stdout, default=str)
-        print()
-    else:
-        keys = [k for k in ("width", "depth", "layers", "init", "target", "loss", "d_in") if k in results[0]]
-        for r in results:
-            what = " ".join(f"{k}={r[k]}" for k in keys)
-            line = f"{what}: trials {r['trials']}, P(born dead) {r['p_born_dead']:.3f}"
-            if r.get("collapsed") is not None:
-                line += f", P(collapse) {r['p']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-            print(line)
-        print("figures: " + ", ".join(files))
-    return 0
+    return {"spec": name, "quick": quick, "db": db, "out": out, "results": summary["results"], "files": files,
+            "extra": extra}
+
+
+def main(name: str, argv: list[str] | None = None, after: Callable | None = None) -> int:
+    """Deprecated driver kept for old callers: the same as ``collapse-mc reproduce NAME [options]``."""
+    from ..cli import main as cli_main
+    return cli_main(["reproduce", name, *(sys.argv[1:] if argv is None else argv)])

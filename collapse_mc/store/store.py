@@ -43,6 +43,10 @@ STORED_DTYPES = {
     "died_at_step": "<i4",
 }
 COUNT_COLUMNS = ("trials", "born_dead", "collapsed", "diverged")
+# The keys ``Store.cell_estimates`` puts after a cell's settings (everything else in a row is a setting). The one
+# list the CLI (results, export), the figures and rows use to tell settings from results.
+RESULT_KEYS = ("trials", "born_dead", "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead",
+               "born_dead_ci_low", "born_dead_ci_high", "dead_fraction", "blocks", "cell_hash")
 
 
 class StoreError(ConfigError):
@@ -91,58 +95,189 @@ def covered_count(ranges: Iterable[tuple[int, int]], upto: int | None = None) ->
 
 
 # ----------------------------------------------------------------------------------------------- opening
+#
+# Nothing here writes to a file it has not recognized as a collapse_mc store: a foreign file is refused from its
+# 100-byte header (no SQLite connection, so no -wal/-shm files appear beside it), and a store is checked with
+# ``PRAGMA quick_check`` (a damaged page is refused) before anything is written to it. Reading works where
+# writing cannot: in a folder that is not writable SQLite cannot create the -shm file a WAL reader needs, so a
+# store without a pending -wal file is opened ``immutable`` there (nothing is written, nothing locked).
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _folder_writable(path: Path) -> bool:
+    return os.access(path.resolve().parent, os.W_OK)
+
+
+def _pending_wal(path: Path) -> bool:
+    wal = _sidecar(path, "-wal")
+    try:
+        return wal.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def connect_readonly(path, timeout: float = 30.0) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file at ``path`` that never creates or changes a file.
+
+    ``mode=ro`` normally (it sees a concurrent writer's committed blocks); ``immutable=1`` when the folder is
+    not writable and no -wal file is pending (a read-only folder or mount), where ``mode=ro`` would fail.
+    """
+    path = Path(path)
+    uri = path.resolve().as_uri()
+    if not _folder_writable(path) and not _pending_wal(path):
+        uri += "?immutable=1"
+    else:
+        uri += "?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return con
+    except sqlite3.DatabaseError as e:
+        if _damaged(e):
+            raise StoreError(_damaged_message(path, str(e))) from None
+        raise StoreError(f"cannot open {path} for reading ({e})") from None
+
+
+def _damaged(e: Exception) -> bool:
+    return "malformed" in str(e) or "corrupt" in str(e) or "not a database" in str(e)
+
+
+def _damaged_message(path, what: str) -> str:
+    return (f"{path} is damaged ({what}); nothing was written. Restore it from a copy, or recover what is readable "
+            "with the sqlite3 tool's .recover")
+
+
+def _header(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(100)
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _check_integrity(con: sqlite3.Connection, path: Path) -> None:
+    """``PRAGMA quick_check`` (every page and index readable and consistent) or ``StoreError``."""
+    try:
+        rows = con.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(_damaged_message(path, str(e))) from None
+    if [r[0] for r in rows] != ["ok"]:
+        raise StoreError(_damaged_message(path, f"integrity check: {rows[0][0]}"))
+
 
 def _inspect(path: Path) -> str:
-    """'missing' | 'empty' | 'store' for a file at ``path``; raises StoreError for anything else."""
+    """'missing' | 'empty' | 'store' for a file at ``path``; raises StoreError for anything else (a foreign or
+    damaged file, a newer schema), never writing anything."""
     if not path.exists():
+        if path.is_symlink():
+            raise StoreError(f"{path} is a dangling symbolic link")
         return "missing"
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a collapse_mc results store")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror}") from None
-    if not head:
+    if not path.is_file():
+        raise StoreError(f"{path} is not a regular file")
+    head = _header(path)
+    if not head and not _pending_wal(path):
         return "empty"
-    if head != SQLITE_MAGIC:
+    if head and (len(head) < 100 or head[:len(SQLITE_MAGIC)] != SQLITE_MAGIC):
         raise StoreError(f"{path} is not a collapse_mc results store (not an SQLite database)")
+    app_id = int.from_bytes(head[68:72], "big") if head else 0
+    if app_id not in (0, APPLICATION_ID) and not _pending_wal(path):
+        raise StoreError(f"{path} is an SQLite database but not a collapse_mc results store")
+    if app_id == 0 and not _pending_wal(path):
+        uri = f"{path.resolve().as_uri()}?immutable=1"   # no store, no WAL: look without any side file
+        try:
+            con = sqlite3.connect(uri, uri=True)
+            try:
+                names = con.execute("SELECT name FROM sqlite_master").fetchall()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path} is not a readable collapse_mc results store ({e})") from None
+        if names:
+            raise StoreError(f"{path} is an SQLite database but not a collapse_mc results store")
+        return "empty"
+    con = connect_readonly(path)
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
         try:
             app_id = con.execute("PRAGMA application_id").fetchone()[0]
             version = con.execute("PRAGMA user_version").fetchone()[0]
             names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            meta = {}
-            if "meta" in names:
-                meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path} is not a readable collapse_mc results store ({e})") from None
-    if not names and version == 0 and app_id == 0:
-        return "empty"
-    if app_id != APPLICATION_ID or meta.get("application") != APPLICATION:
+        except sqlite3.DatabaseError as e:
+            if _damaged(e):
+                raise StoreError(_damaged_message(path, str(e))) from None
+            raise StoreError(f"{path} is not a readable collapse_mc results store ({e})") from None
+        if not names and version == 0 and app_id == 0:
+            return "empty"
+        if app_id != APPLICATION_ID:
+            raise StoreError(f"{path} is an SQLite database but not a collapse_mc results store")
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path} has store schema version {version}, newer than this collapse_mc supports "
+                             f"({SCHEMA_VERSION}); upgrade collapse_mc")
+        _check_integrity(con, path)
+        try:
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall()) if "meta" in names else {}
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path} is not a readable collapse_mc results store ({e})") from None
+    finally:
+        con.close()
+    if meta.get("application") != APPLICATION:
         raise StoreError(f"{path} is an SQLite database but not a collapse_mc results store")
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"{path} has store schema version {version}, newer than this collapse_mc supports "
-                         f"({SCHEMA_VERSION}); upgrade collapse_mc")
     if version < 1 or not set(TABLES) <= names:
         raise StoreError(f"{path} is an incomplete collapse_mc results store (schema version {version})")
     return "store"
 
 
+def _cannot_write(path: Path, state: str) -> str | None:
+    """Why a store at ``path`` (state from ``_inspect``) cannot be written, or None."""
+    folder = path.resolve().parent
+    if state == "missing":
+        if not folder.exists():
+            return f"the folder {folder} does not exist (create it first)"
+        if not folder.is_dir():
+            return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK):
+        return (f"the folder {folder} is not writable (the store's journal lives beside it); read-only commands "
+                "(results, export, figures, sweep status) still work")
+    if state != "missing" and not os.access(path, os.W_OK):
+        return f"{path} is read-only; read-only commands (results, export, figures, sweep status) still work"
+    return None
+
+
 def check_store_path(path, create: bool = True) -> str:
     """Validate ``path`` as a store without modifying anything: 'missing', 'empty' or 'store'.
 
-    Raises ``StoreError`` when it is not a collapse_mc store, has a newer schema, or (``create=False``) is
-    missing or empty.
+    Raises ``StoreError`` when it is not a collapse_mc store, is damaged, has a newer schema, or (``create=False``)
+    is missing or empty; with ``create=True`` also when the store could not be written (a missing or read-only
+    folder, a read-only file).
     """
     p = Path(path)
     state = _inspect(p)
     if state != "store" and not create:
         raise StoreError(f"no collapse_mc results store at {p}" + (" (empty file)" if state == "empty" else ""))
+    if create:
+        why = _cannot_write(p, state)
+        if why:
+            raise StoreError(f"cannot write the store {p}: {why}")
     return state
+
+
+def write_error(path, e: sqlite3.Error) -> StoreError:
+    """A one-line ``StoreError`` for an SQLite error met while writing ``path`` (disk full, read-only, ...)."""
+    text = str(e)
+    resume = "blocks already recorded are intact; run the same command again to resume"
+    if "full" in text:
+        return StoreError(f"disk full (or file-size limit reached) writing {path}; {resume}")
+    if "disk I/O" in text:
+        return StoreError(f"disk full, a file-size limit or a failing disk (disk I/O error) writing {path}; "
+                          f"{resume}")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path} is read-only; {resume}")
+    if _damaged(e):
+        return StoreError(_damaged_message(path, text))
+    return StoreError(f"cannot write {path} ({text}); {resume}")
 
 
 def _json(obj) -> str:
@@ -169,14 +304,22 @@ class Store:
     def __init__(self, path, *, create: bool = False, readonly: bool = False, timeout: float = 120.0):
         self.path = Path(path)
         self.readonly = readonly
-        state = check_store_path(self.path, create=create and not readonly)
+        state = _inspect(self.path)
+        if state != "store" and not (create and not readonly):
+            raise StoreError(f"no collapse_mc results store at {self.path}"
+                             + (" (empty file)" if state == "empty" else ""))
         if readonly:
-            self.con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout,
-                                       isolation_level=None)
+            self.con = connect_readonly(self.path, timeout)
         else:
-            self.con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-            self._retry(lambda: self.con.execute("PRAGMA journal_mode=WAL").fetchone())
-            self.con.execute("PRAGMA synchronous=FULL")
+            why = _cannot_write(self.path, state)
+            if why:
+                raise StoreError(f"cannot write the store {self.path}: {why}")
+            try:
+                self.con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+                self._retry(lambda: self.con.execute("PRAGMA journal_mode=WAL").fetchone())
+                self.con.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as e:
+                raise write_error(self.path, e) from None
             if state != "store":
                 self._create_schema()
             else:
@@ -196,17 +339,28 @@ class Store:
                 time.sleep(0.05)
 
     def _write(self, fn):
-        """Run ``fn(con)`` in one IMMEDIATE transaction (all or nothing)."""
+        """Run ``fn(con)`` in one IMMEDIATE transaction (all or nothing).
+
+        An SQLite error (disk full, a file-size limit, a read-only file) becomes a one-line ``StoreError``; the
+        rollback never masks it (SQLite may already have rolled back, e.g. after a full disk).
+        """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only")
-        self._retry(lambda: self.con.execute("BEGIN IMMEDIATE"))
         try:
-            out = fn(self.con)
-            self.con.execute("COMMIT")
-            return out
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+            self._retry(lambda: self.con.execute("BEGIN IMMEDIATE"))
+            try:
+                out = fn(self.con)
+                self.con.execute("COMMIT")
+                return out
+            except BaseException:
+                if self.con.in_transaction:
+                    try:
+                        self.con.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass   # the original error is the one to report
+                raise
+        except sqlite3.Error as e:
+            raise write_error(self.path, e) from None
 
     def _create_schema(self) -> None:
         from .. import __version__

@@ -35,13 +35,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, InitConfig, NetworkConfig, ProbeConfig, config_hash, to_dict
+from ..config import (MAX_BLOCKS_PER_CELL, MAX_CELLS, MAX_SEED, MAX_TRIALS, MAX_WORK, ConfigError, InitConfig,
+                      NetworkConfig, ProbeConfig, born_dead_cost, check_born_dead, check_cost, config_hash, to_dict)
 
 KINDS = ("born_dead", "trained")
 TABLES = ("sweep", "grid", "network", "init", "probe", "train")
 SWEEP_KEYS = ("kind", "trials", "seed", "block_size", "chunk_size", "method", "name", "description")
 DEFAULT_BLOCK_SIZE = 1000
-MAX_SEED = 2 ** 32 - 1
 
 
 class SpecError(ConfigError):
@@ -101,7 +101,19 @@ class SweepSpec:
                 "fixed": dict(self.fixed)}
 
     def with_trials(self, trials: int) -> "SweepSpec":
-        return dataclasses.replace(self, trials=int(trials), block_size=min(self.block_size, int(trials)))
+        """The same sweep with ``trials`` per cell (checked against the limits like a spec's own)."""
+        trials = _int(trials, "trials", 1, MAX_TRIALS)
+        spec = dataclasses.replace(self, trials=trials, block_size=min(self.block_size, trials))
+        check_size(spec)
+        return spec
+
+    def with_chunk_size(self, chunk_size: int | None) -> "SweepSpec":
+        """The same sweep with ``chunk_size`` (None: the spec's own), checked against the memory limit."""
+        if chunk_size is None:
+            return self
+        spec = dataclasses.replace(self, chunk_size=_int(chunk_size, "chunk_size", 1, MAX_TRIALS))
+        check_size(spec)
+        return spec
 
     def groups(self) -> list[list[SweepCell]]:
         """Cells grouped by compiled shapes, groups in order of first appearance."""
@@ -267,12 +279,13 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec") -> S
         raise SpecError(f"{origin}: unknown sweep kind {kind!r}; choose born_dead or trained")
     if "trials" not in sw:
         raise SpecError(f"{origin}: [sweep] needs trials (trials per cell)")
-    trials = _int(sw["trials"], f"{origin}: sweep.trials", 1, 2 ** 31 - 1)
+    trials = _int(sw["trials"], f"{origin}: sweep.trials", 1, MAX_TRIALS)
     seed = _int(sw.get("seed", 0), f"{origin}: sweep.seed", 0, MAX_SEED)
-    block = _int(sw.get("block_size", min(DEFAULT_BLOCK_SIZE, trials)), f"{origin}: sweep.block_size", 1)
+    block = _int(sw.get("block_size", min(DEFAULT_BLOCK_SIZE, trials)), f"{origin}: sweep.block_size", 1,
+                 MAX_TRIALS)
     block = min(block, trials)
     chunk = sw.get("chunk_size")
-    chunk = None if chunk is None else _int(chunk, f"{origin}: sweep.chunk_size", 1)
+    chunk = None if chunk is None else _int(chunk, f"{origin}: sweep.chunk_size", 1, MAX_TRIALS)
     for k in ("name", "description"):
         if k in sw and not isinstance(sw[k], str):
             raise SpecError(f"{origin}: sweep.{k} must be a string")
@@ -315,6 +328,9 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec") -> S
         if canon in fixed or canon in dict(grid):
             raise SpecError(f"{origin}: setting {k!r} is both in [grid] and fixed (or given twice)")
         grid.append((canon, vals))
+    ncells = math.prod(len(v) for _, v in grid)
+    if ncells > MAX_CELLS:
+        raise SpecError(f"{origin}: the grid has {ncells:,} cells (limit {MAX_CELLS:,})")
     names = [k for k, _ in grid]
     allkeys = set(names) | set(fixed)
     if "depth" in allkeys and "layers" in allkeys:
@@ -333,10 +349,40 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec") -> S
         if c.cell_hash not in seen:
             seen.add(c.cell_hash)
             cells.append(c)
-    return SweepSpec(kind=kind, trials=trials, seed=seed, block_size=block, chunk_size=chunk,
+    spec = SweepSpec(kind=kind, trials=trials, seed=seed, block_size=block, chunk_size=chunk,
                      method=str(fixed.get("method", "auto")), name=name, description=str(sw.get("description", "")),
                      grid=tuple(grid), fixed=tuple(sorted(fixed.items())), cells=tuple(cells), source=source,
                      origin=origin)
+    check_size(spec)
+    return spec
+
+
+def check_size(spec: SweepSpec) -> None:
+    """Refuse a sweep too large to run correctly (``SpecError`` with the estimate): more than
+    ``MAX_BLOCKS_PER_CELL`` blocks per cell, outcomes of one block beyond host memory, or more than
+    ``MAX_WORK`` operations in all (see ``config.check_cost``)."""
+    blocks = -(-spec.trials // spec.block_size)
+    if blocks > MAX_BLOCKS_PER_CELL:
+        raise SpecError(f"{spec.origin}: {spec.trials:,} trials in blocks of {spec.block_size:,} make {blocks:,} "
+                        f"blocks per cell (limit {MAX_BLOCKS_PER_CELL:,}: one stored record each); raise block_size")
+    total = 0.0
+    for c in spec.cells:
+        cost = _cell_cost(c)
+        try:
+            check_cost(f"cell ({c.label()})", cost, held=spec.block_size, chunk=spec.chunk_size)
+        except ConfigError as e:
+            raise SpecError(f"{spec.origin}: {e}") from None
+        total += cost.ops * spec.trials
+    if total > MAX_WORK:
+        raise SpecError(f"{spec.origin}: {len(spec.cells):,} cells x {spec.trials:,} trials need about {total:.1e} "
+                        f"floating-point operations (limit {MAX_WORK:.0e}, roughly a day of a whole GPU); lower the "
+                        "trials, steps or the grid")
+
+
+def _cell_cost(c: SweepCell):
+    if c.kind == "born_dead":
+        return born_dead_cost(c.cell.network, c.cell.init, c.cell.probe, c.cell.resolved_method)
+    return c.cell.cost()
 
 
 def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: str = "cell") -> SweepCell:
@@ -358,7 +404,9 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
         if kind == "born_dead":
             from ..deadness import BornDeadCell
             probe = ProbeConfig(**parts["probe"])
+            check_born_dead(network, init, probe)
             cell = BornDeadCell(network, init, probe, parts["sweep"].get("method", "auto"))
+            check_cost("one network", born_dead_cost(network, init, probe, cell.resolved_method))
         else:
             tr = _training()
             train = tr.TrainConfig(**parts["train"])

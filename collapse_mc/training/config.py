@@ -16,9 +16,9 @@ collapse fit the target well (see the project README for the evidence).
 from __future__ import annotations
 
 import dataclasses
-import math
 
-from ..config import ConfigError, InitConfig, NetworkConfig, DEFAULT_HALF_WIDTH, cell_id, to_dict
+from ..config import (MAX_POINTS, MAX_STEPS, ConfigError, Cost, InitConfig, NetworkConfig, DEFAULT_HALF_WIDTH,
+                      _finite, _is_int, cell_id, check_cost, check_int, to_dict)
 from .targets import TARGET_NAMES, Target, get_target, target_name
 
 LOSSES = ("mse", "l1")
@@ -27,19 +27,16 @@ SCHEDULES = ("constant", "cosine")
 VALUE_FIELDS = ("lr", "momentum", "beta1", "beta2", "target_scale")
 
 DEFAULT_STEPS = 5000
+DEFAULT_MOMENTUM, DEFAULT_BETA1, DEFAULT_BETA2 = 0.0, 0.9, 0.999
+# the value settings each optimizer reads (a value given to an optimizer that ignores it is refused: it would
+# change the cell's identity, and so its random stream, without changing how it trains)
+OPTIMIZER_VALUES = {"adam": ("lr", "beta1", "beta2"), "sgd": ("lr", "momentum"), "nesterov": ("lr", "momentum"),
+                    "rmsprop": ("lr", "beta2", "momentum")}
 
 
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +78,9 @@ class TrainConfig:
     loss: str = "mse"
     optimizer: str = "adam"
     lr: float = 1e-3
-    momentum: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
+    momentum: float = DEFAULT_MOMENTUM
+    beta1: float = DEFAULT_BETA1
+    beta2: float = DEFAULT_BETA2
     steps: int = DEFAULT_STEPS
     batch_size: int | None = 64
     n_train: int = 3000
@@ -102,25 +99,30 @@ class TrainConfig:
                  f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         _require(self.schedule in SCHEDULES,
                  f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        _require(_finite(self.lr) and self.lr >= 0, f"learning rate must be a finite number >= 0, got {self.lr!r}")
+        _require(_finite(self.lr) and 0 <= self.lr <= 1e6,
+                 f"learning rate must be a finite number in [0, 1e6], got {self.lr!r}")
         _require(_finite(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
         _require(_finite(self.beta1) and 0 <= self.beta1 < 1, f"beta1 must be in [0, 1), got {self.beta1!r}")
         _require(_finite(self.beta2) and 0 <= self.beta2 < 1, f"beta2 must be in [0, 1), got {self.beta2!r}")
-        _require(_is_int(self.steps) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
-        _require(_is_int(self.n_train) and self.n_train >= 1, f"n_train must be an integer >= 1, got {self.n_train!r}")
+        used = OPTIMIZER_VALUES[self.optimizer]
+        for name, default in (("momentum", DEFAULT_MOMENTUM), ("beta1", DEFAULT_BETA1), ("beta2", DEFAULT_BETA2)):
+            _require(name in used or getattr(self, name) == default,
+                     f"{name} is not used by optimizer {self.optimizer!r} (it reads {', '.join(used)}); leave it at "
+                     f"its default {default}")
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_int("n_train", self.n_train, 1, MAX_POINTS)
         _require(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 0),
                  f"batch size must be an integer >= 0 (0 = full batch), got {self.batch_size!r}")
         _require(self.batch_size is None or self.batch_size <= self.n_train,
                  f"batch size {self.batch_size} is larger than n_train {self.n_train}")
-        _require(self.target_scale is None or (_finite(self.target_scale) and self.target_scale > 0),
-                 f"target scale must be a finite number > 0 (or None), got {self.target_scale!r}")
+        _require(self.target_scale is None or (_finite(self.target_scale) and 0 < self.target_scale <= 1e6),
+                 f"target scale must be a finite number in (0, 1e6] (or None), got {self.target_scale!r}")
         _require(isinstance(self.normalize_target, bool), "normalize_target must be true or false")
-        _require(_finite(self.half_width) and self.half_width > 0,
-                 f"domain half-width must be > 0, got {self.half_width!r}")
-        _require(_is_int(self.test_points) and self.test_points >= 2,
-                 f"test_points must be an integer >= 2, got {self.test_points!r}")
-        _require(_finite(self.collapse_rtol) and self.collapse_rtol > 0,
-                 f"collapse_rtol must be > 0, got {self.collapse_rtol!r}")
+        _require(_finite(self.half_width) and 0 < self.half_width <= 1e6,
+                 f"domain half-width must be a number in (0, 1e6], got {self.half_width!r}")
+        check_int("test_points", self.test_points, 2, MAX_POINTS)
+        _require(_finite(self.collapse_rtol) and 0 < self.collapse_rtol <= 1e6,
+                 f"collapse_rtol must be a number in (0, 1e6], got {self.collapse_rtol!r}")
 
     @property
     def full_batch(self) -> bool:
@@ -166,10 +168,24 @@ class TrainCell:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
+        _require(isinstance(self.network, NetworkConfig) and isinstance(self.init, InitConfig)
+                 and isinstance(self.train, TrainConfig),
+                 "TrainCell(network: NetworkConfig, init: InitConfig, train: TrainConfig)")
         t = get_target(self.train.target)
         _require(t.d_in == self.network.d_in and t.d_out == self.network.d_out,
                  f"target {t.name!r} maps R^{t.d_in} -> R^{t.d_out} but the network has d_in={self.network.d_in}, "
                  f"d_out={self.network.d_out}")
+        check_cost(f"width {self.network.width}, depth {self.network.depth}", self.cost())
+
+    def cost(self) -> Cost:
+        """Estimated memory and operations of training one network of this cell (see ``config.check_cost``)."""
+        n, t = self.network, self.train
+        b = t.effective_batch
+        params = (n.d_in + 1) * n.width + (n.depth - 1) * (n.width + 1) * n.width + (n.width + 1) * n.d_out
+        device = 4.0 * (4 * n.depth * n.width * b + 8 * params + 3 * (n.d_in + n.d_out) * t.n_train
+                        + 4 * t.test_points * (n.width + n.d_out))
+        ops = 6.0 * params * (t.steps * b + t.test_points + t.n_train)
+        return Cost(device, 8.0 * n.depth + 4.0 * n.d_out + 64, ops)
 
     def identity(self) -> dict:
         """Every setting that determines the outcomes (hashed into the cell's random stream)."""
