@@ -90,3 +90,19 @@ def test_bad_counts_raise():
         wilson(5, 3)
     with pytest.raises(ValueError):
         clopper_pearson(0, 0)
+
+
+def test_no_theory_where_it_does_not_apply_and_trial_range_is_checked():
+    """RAI (and biases, residual, non-ReLU) get no single-input 'theory' next to a measured value; trial
+    indices beyond int32 are refused instead of silently repeating earlier trials."""
+    import pytest
+    from collapse_mc.config import ConfigError, InitConfig, NetworkConfig
+    from collapse_mc.deadness import BornDeadCell, born_dead_outcomes, estimate_born_dead
+    from collapse_mc.theory import p_dead_single_input
+    from collapse_mc.training import TrainCell, train_outcomes
+    assert estimate_born_dead(BornDeadCell(NetworkConfig(2, 3), InitConfig("rai")), 64)["theory_single_input"] is None
+    he = estimate_born_dead(BornDeadCell(NetworkConfig(2, 3)), 64)["theory_single_input"]
+    assert he == p_dead_single_input(2, 3) == 1 - (1 - 0.25) ** 3
+    for fn, cell in ((born_dead_outcomes, BornDeadCell(NetworkConfig(2, 3))), (train_outcomes, TrainCell(NetworkConfig(2, 3)))):
+        with pytest.raises(ConfigError, match="2\\^31"):
+            fn(cell, 2 ** 32, 2 ** 32 + 64)

@@ -46,10 +46,9 @@ def register(sub):
 
 
 def theory_applies(cell) -> bool:
-    """Whether the single-input formula 1 - (1 - 2^-N)^L_h bounds this cell's born-dead probability: ReLU,
-    symmetric weights (not RAI), zero biases, plain (not residual) hidden layers."""
-    n, init = cell.network, cell.init
-    return n.activation == "relu" and not n.residual and init.weights != "rai" and init.zero_bias
+    """Whether the single-input formula bounds this cell (``theory.single_input_applies``)."""
+    from ..theory import single_input_applies
+    return single_input_applies(cell.network, cell.init)
 
 
 def _cells(args):

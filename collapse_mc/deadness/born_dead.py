@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import GAUSSIAN_WEIGHT_INITS, ConfigError, InitConfig, NetworkConfig, ProbeConfig, cell_id, to_dict
+from ..config import (GAUSSIAN_WEIGHT_INITS, ConfigError, InitConfig, NetworkConfig, ProbeConfig, cell_id,
+                      check_trial_range, to_dict)
 from ..devices import TrialMap, trial_mesh
 from ..estimates import clopper_pearson, wilson
-from ..theory import p_dead_single_input
+from ..theory import p_dead_single_input, single_input_applies
 from . import probes as probes_mod
 from .dense_kernel import dense_chunk_fn
 from .gaussian_kernel import gaussian_chunk_fn
@@ -134,6 +135,7 @@ def root_array(seed: int, cell: BornDeadCell) -> jax.Array:
 def born_dead_outcomes(cell: BornDeadCell, start: int, stop: int, seed: int = 0, *, chunk_size: int | None = None,
                        devices=None, progress: Callable[[int], None] | None = None) -> BornDeadOutcomes:
     """Outcomes of trials ``start .. stop - 1`` (global indices) of ``cell`` under root ``seed``."""
+    check_trial_range(start, stop)
     tm = born_dead_map(cell, chunk_size, devices, trials=stop - start)
     out = tm(start, stop, root_array(seed, cell), progress=progress)
     return BornDeadOutcomes(out["first_dead_layer"], out["dead_neurons"])
@@ -154,7 +156,8 @@ def summarize(cell: BornDeadCell, outcomes: BornDeadOutcomes, seconds: float | N
         "probes": probes_mod.describe(n, cell.init, cell.probe),
         "trials": trials, "born_dead": k, "p": w.p, "ci_low": w.ci_low, "ci_high": w.ci_high,
         "cp_low": cp.ci_low, "cp_high": cp.ci_high,
-        "theory_single_input": p_dead_single_input(n.width, n.depth),
+        "theory_single_input": (p_dead_single_input(n.width, n.depth)
+                                if single_input_applies(n, cell.init) else None),
         "dead_fraction_per_layer": (outcomes.dead_neurons.mean(axis=0) / n.width).round(6).tolist(),
     }
     if seconds is not None:

@@ -36,7 +36,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from .. import rng
-from ..config import ConfigError
+from ..config import ConfigError, check_trial_range
 from ..devices import AXIS, round_up, trial_mesh
 from .config import TrainCell, TrainStatic
 from .program import TrainProgram
@@ -328,6 +328,7 @@ def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chu
     (its hyperparameters are then fixed, not traced; the trial keys stay those of the cell). ``after_death``:
     ``"train"`` | ``"stop"`` | ``"full"`` (see the module docstring). ``timings``: if given, receives ``compile_seconds`` and ``run_seconds``.
     """
+    check_trial_range(start, stop)
     if after_death not in AFTER_DEATH:
         raise ConfigError(f"after_death must be one of {', '.join(AFTER_DEATH)}, got {after_death!r}")
     t0 = time.perf_counter()
