@@ -60,6 +60,10 @@ def _lines(ax, cells: Sequence[dict], key: str, arms: Sequence[str], colours) ->
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
+    div = [(c.get("p_diverged") or 0) > 0.5 for c in cells]
+    if div and sum(div) >= 0.75 * len(div):
+        ax.text(0.5, 0.5, f"{sum(div)} of {len(div)} points:\nmost networks diverged", transform=ax.transAxes,
+                ha="center", va="center", fontsize=8, color="#c0392b")
 
 
 def _colours(n: int):

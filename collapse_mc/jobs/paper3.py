@@ -171,7 +171,8 @@ def cell_record(labels: dict, cell, outcomes) -> dict:
     o = outcomes
     ok = ~o.diverged
     df = o.dead_fraction                                   # (T, L_h), NaN where diverged
-    per_trial = np.nanmean(df, axis=1) if df.shape[1] else np.zeros(len(df))
+    with np.errstate(invalid="ignore"):
+        per_trial = np.where(ok, np.nanmean(np.where(ok[:, None], df, 0.0), axis=1), np.nan)
     m, lo, hi = mean_interval(per_trial[ok])
     blocks = df[:, 1:] if df.shape[1] > 1 else np.zeros((len(df), 0))
     some_block = ok & (blocks >= 1.0).any(axis=1) if blocks.shape[1] else np.zeros(len(df), bool)
