@@ -5,7 +5,7 @@ import dataclasses
 
 from ..distributed import add_distributed_options, distributed_estimator, is_main
 from .common import (add_depth_options, add_json_option, add_network_options, add_run_options, depths_from,
-                     finite_float, int_in, one_of)
+                     finite_float, int_in, one_of, print_json)
 
 # Help for each TrainConfig field: the flags are generated from TrainConfig's fields (names, defaults, types),
 # so a new training setting needs a line here and nothing else. {default} is filled in from the dataclass.

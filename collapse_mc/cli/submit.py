@@ -105,7 +105,8 @@ def submit_cmd(args) -> int:
     from ..store import check_store_path
     from ..sweep import load_spec
     from ..sweep.submit import submit_sweep
-    from .sweep import _clean, _results_table
+    from .common import json_safe
+    from .sweep import _results_table
 
     spec = load_spec(args.spec)
     if args.trials is not None:
@@ -123,7 +124,7 @@ def submit_cmd(args) -> int:
     with Store(args.db, readonly=True) as st:
         summary["results"] = st.cell_estimates([c.cell_hash for c in spec.cells])
     if args.json:
-        print_json(_clean(summary))
+        print_json(json_safe(summary))
         return 0
     computed = sum(s["blocks_computed"] for s in summary["shards"])
     copied = sum(p["blocks_copied"] for p in summary["merge"]["parts"])
