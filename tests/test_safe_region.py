@@ -96,3 +96,16 @@ def test_adaptive_spends_less_than_a_uniform_grid(tmp_path, capsys):
     # and it does spend less: a width whose boundary resolves early (width 6: p < 0.15 at every depth) stops
     assert a["trials_used"] < a["uniform_grid_trials"] and a["trials_saved"] > 0
     assert min(a["trials_per_width"].values()) < max(a["trials_per_width"].values())
+
+
+def test_adaptive_never_exceeds_its_budget(tmp_path, capsys):
+    """Several unresolved widths may not all double at once when the budget allows only some (the old loop
+    checked each width against the total before any doubled and overspent)."""
+    from collapse_mc.cli import main
+    db = str(tmp_path / "b.sqlite")
+    assert main(["safe-region", "--db", db, "--out", str(tmp_path / "f"), "--widths", "2,3,4", "--max-depth", "12",
+                 "--adaptive", "--initial-trials", "250", "--budget", "1000", "--no-spot-checks", "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)["adaptive"]
+    assert a["trials_used"] == sum(a["trials_per_width"].values()) <= 1000
+    assert a["trials_computed"] <= 1000
+    assert sorted(a["trials_per_width"].values()) == [250, 250, 500]  # exactly one doubling fitted

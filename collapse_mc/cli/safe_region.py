@@ -14,7 +14,7 @@ def register(sub):
                     "biases, d_in=1, widths 1..12, depths 1..64 hidden layers, 20000 trials per width; plus "
                     "trained spot checks on abs(x)), then draw figures/safe_region.{png,pdf} and "
                     "figures/p_vs_depth.{png,pdf}. A second run reuses the store and only redraws. A cell is "
-                    "safe at threshold p when its 95%% Wilson upper end is below p, unsafe when the lower end "
+                    "safe at threshold p when its 95% Wilson upper end is below p, unsafe when the lower end "
                     "is above p, else undetermined. Depth = hidden layers L_h (papers' layers = L_h + 1).",
     )
     p.add_argument("--db", default="collapse_mc.sqlite", help="results store (default ./collapse_mc.sqlite)")
@@ -32,7 +32,7 @@ def register(sub):
     p.add_argument("--budget", default=None, help="adaptive: total trial budget (default widths x --trials)")
     p.add_argument("--no-spot-checks", action="store_true", help="skip the trained spot checks")
     p.add_argument("--json", action="store_true", help="print the summary and boundaries as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown only on a terminal)")
     p.set_defaults(func=run)
 
 

@@ -38,9 +38,10 @@ def _style(thr: float) -> str:
 
 
 def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = None,
-                         trained: Sequence[dict] | None = None, title: str | None = None) -> list[str]:
-    """P(born dead) against depth, one curve per width with 95 % bands and the single-input theory (dashed,
-    an upper bound). ``trained``: records with width, depth, p_collapse, ci_low, ci_high, drawn as open squares
+                         trained: Sequence[dict] | None = None, title: str | None = None,
+                         theory: bool = True) -> list[str]:
+    """P(born dead) against depth, one curve per width with 95 % bands and (``theory``: where it applies, see
+    ``theory.single_input_applies``) the single-input theory (dashed, an upper bound). ``trained``: records with width, depth, p_collapse, ci_low, ci_high, drawn as open squares
     (collapse after training, which includes born dead)."""
     widths = list(widths) if widths is not None else [int(w) for w in grid.widths]
     fig, ax = plt.subplots(figsize=(7.6, 4.4))
@@ -55,8 +56,9 @@ def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = N
         ax.plot(d, p[i, has], marker=MARKERS[n % len(MARKERS)], markevery=max(1, len(d) // 8), ms=4,
                 color=colour, label=f"N={w}")
         ax.fill_between(d, lo[i, has], hi[i, has], color=colour, alpha=0.25, lw=0)
-        dd = np.arange(1, int(d.max()) + 1)
-        ax.plot(dd, [p_dead_single_input(w, x) for x in dd], ls="--", lw=0.9, color=colour)
+        if theory:
+            dd = np.arange(1, int(d.max()) + 1)
+            ax.plot(dd, [p_dead_single_input(w, x) for x in dd], ls="--", lw=0.9, color=colour)
     if trained:
         for r in trained:
             n = widths.index(int(r["width"])) if int(r["width"]) in widths else 0
@@ -65,7 +67,8 @@ def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = N
                                                                [r["ci_high"] - r["p_collapse"]]],
                         marker="s", mfc="white", color=colour, ms=6, capsize=2, ls="none")
         ax.plot([], [], "s", mfc="white", color="k", label="collapsed after training")
-    ax.plot([], [], "k--", lw=0.9, label=r"theory $1-(1-2^{-N})^{L_h}$ (upper bound)")
+    if theory:
+        ax.plot([], [], "k--", lw=0.9, label=r"theory $1-(1-2^{-N})^{L_h}$ (upper bound)")
     ax.set_xlabel(DEPTH_LABEL)
     ax.set_ylabel("probability")
     ax.set_ylim(-0.02, 1.02)
@@ -77,7 +80,7 @@ def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = N
 
 
 def safe_region(grid: Grid, base: str, thresholds: Sequence[float] = (0.01, 0.10, 0.50),
-                title: str | None = None) -> list[str]:
+                title: str | None = None, theory: bool = True) -> list[str]:
     """The safe-region diagram: width x depth map of P(born dead), threshold contours, the measured boundary
     (largest depth all of whose cells are safe, steps with markers) and the theory boundary (dashed) for each
     threshold, and cells undetermined at some threshold marked with a dot."""
@@ -98,8 +101,9 @@ def safe_region(grid: Grid, base: str, thresholds: Sequence[float] = (0.01, 0.10
         bs = grid.boundaries(thr)
         ax.step(w, [b.largest_safe for b in bs], where="mid", color="tab:red", ls=_style(thr), lw=1.6,
                 label=f"measured boundary, p < {100 * thr:g}%")
-        ax.plot(w, [min(max_depth_below(int(x), thr), d[-1] + 0.5) for x in w], color="k", ls=_style(thr),
-                marker="_", ms=10, lw=0.9, label=f"theory bound, p < {100 * thr:g}%")
+        if theory:
+            ax.plot(w, [min(max_depth_below(int(x), thr), d[-1] + 0.5) for x in w], color="k", ls=_style(thr),
+                    marker="_", ms=10, lw=0.9, label=f"theory bound, p < {100 * thr:g}%")
     iu = np.nonzero(undetermined)
     ax.plot(w[iu[0]], d[iu[1]], ".", color="magenta", ms=3, label="undetermined at a threshold")
     ax.set_xlabel(WIDTH_LABEL)

@@ -81,11 +81,14 @@ def regenerate(store, out: str, thresholds=(0.01, 0.10, 0.50)) -> list[str]:
         init = cells[0].get("init")
         spots = [{**r, "p_collapse": r["p"]} for r in trained
                  if r.get("init") == init and int(r["width"]) in widths and r.get("target") == "abs"]
+        c = cells[0]  # the single-input theory bounds ReLU, symmetric weights, zero biases, plain layers only
+        theory = (init != "rai" and c.get("bias") == "zeros" and c.get("activation", "relu") == "relu"
+                  and not c.get("residual"))
         files += plots.safe_region(grid, figure_path(out, f"safe_region{suffix}"), thresholds,
-                                   title=f"Safe region: P(born dead), {init}")
+                                   title=f"Safe region: P(born dead), {init}", theory=theory)
         files += plots.probability_vs_depth(grid, figure_path(out, f"p_vs_depth{suffix}"),
                                             widths=[int(w) for w in grid.widths][:10], trained=spots,
-                                            title=f"Born dead at initialization, {init}")
+                                            title=f"Born dead at initialization, {init}", theory=theory)
     files += _init_comparisons(store, out)
     files += _collapse_constants(store, trained, out)
     files += example_fit_figures(store, out)

@@ -124,7 +124,11 @@ def _adaptive(job, db, progress_factory, initial, budget) -> dict:
             grid = profile_grid(store, [r for r in store.cell_estimates(kind="born_dead")
                                         if r["cell_hash"] in {c.cell_hash for c in born_dead_spec(job).cells}])
         unresolved = undetermined_widths(grid, job.thresholds)
-        grow = [w for w in unresolved if sum(trials.values()) + trials[w] <= budget]
+        grow, planned = [], sum(trials.values())
+        for w in unresolved:  # each doubling counted against the budget before the next is allowed
+            if planned + trials[w] <= budget:
+                grow.append(w)
+                planned += trials[w]
         if not grow:
             break
         for w in grow:
