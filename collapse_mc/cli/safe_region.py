@@ -69,7 +69,8 @@ def run(args) -> int:
     print(f"store: {args.db} ({summary['trials_computed']:,} new born-dead trials computed; 0 = only redrawn)")
     if "adaptive" in summary:
         a = summary["adaptive"]
-        print(f"adaptive: {a['trials_used']:,} trials over {len(widths)} widths in {a['rounds']} rounds; a uniform "
+        print(f"adaptive: {a['trials_used']:,} trials used over {len(widths)} widths ({a['trials_computed']:,} computed "
+              f"by this run, the rest already in the store) in {a['rounds']} rounds; a uniform "
               f"grid resolving the same boundaries needs {a['uniform_grid_trials']:,} (saved "
               f"{a['trials_saved']:,}); unresolved widths: {a['unresolved_widths'] or 'none'}")
     rows = []
