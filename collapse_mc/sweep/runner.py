@@ -17,12 +17,9 @@ fixed share of the blocks (``sweep.shards``), typically into its own store, join
 from __future__ import annotations
 
 import os
-import platform
 import socket
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

@@ -38,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from .. import rng
 from ..config import ConfigError, check_trial_range
 from ..devices import AXIS, round_up, trial_mesh
-from .config import TrainCell, TrainStatic
+from .config import TrainCell
 from .program import TrainProgram
 
 CHECK_EVERY = 100                 # steps between death checks (and the host's block of steps)
