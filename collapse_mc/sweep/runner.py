@@ -42,9 +42,10 @@ def environment_info() -> dict:
 
 
 def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None = None,
-                  progress: Callable[[int], None] | None = None) -> tuple[dict, np.ndarray]:
+                  progress: Callable[[int], None] | None = None,
+                  after_death: str = "train") -> tuple[dict, np.ndarray]:
     """Outcomes of trials ``[start, stop)`` of a cell: (per-trial arrays to store, per-layer dead fractions
-    ``(T, L_h)``)."""
+    ``(T, L_h)``). ``after_death``: for trained cells, passed to ``train_outcomes``."""
     if sc.kind == "born_dead":
         from ..deadness import born_dead_outcomes
         out = born_dead_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress)
@@ -52,7 +53,8 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
         ldf = np.asarray(out.dead_neurons, np.float64) / sc.cell.network.width
         return arrays, ldf
     from ..training import train_outcomes
-    out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress)
+    out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, progress=progress,
+                         after_death=after_death)
     arrays = {k: np.asarray(v) for k, v in out._asdict().items()}
     return arrays, np.asarray(out.dead_fraction, np.float64)
 
@@ -72,13 +74,15 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
 
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,
-              cell_callback: Callable[[SweepCell, int, int, list], None] | None = None) -> dict:
+              cell_callback: Callable[[SweepCell, int, int, list], None] | None = None,
+              after_death: str = "train") -> dict:
     """Run (or resume) a sweep into the store at ``db_path``; returns a summary dict.
 
     ``spec``: a ``SweepSpec`` or a path / shipped spec name. ``progress``: a callable taking the number of
     newly finished trials (e.g. ``collapse_mc.progress.Progress``), with optional ``set_label``; its
     ``total`` is set to the trials still missing when it has that attribute. ``cell_callback(cell, start,
-    stop, recorded)`` is called after each block. The summary has ``results``: ``Store.cell_estimates``
+    stop, recorded)`` is called after each block. ``after_death``: what trained networks found dead do
+    (``training.train_outcomes``; "stop" leaves every probability unchanged). The summary has ``results``: ``Store.cell_estimates``
     for the sweep's cells.
     """
     if not isinstance(spec, SweepSpec):
@@ -119,7 +123,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
             ch = chunk or block_chunk(c, spec.block_size)
             started = time.time()
             t = time.perf_counter()
-            arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress)
+            arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress, after_death=after_death)
             seconds = time.perf_counter() - t
             rec = store.record_block(c.cell_hash, a, b, arrays, ldf,
                                      {**info, "started_at": started, "finished_at": time.time(),
