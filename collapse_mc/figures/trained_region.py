@@ -4,6 +4,7 @@ integer ticks); colours are banded so that 1 %, 10 % and 50 % are band edges.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -119,8 +120,8 @@ def trained_region(panels: dict, born_dead: dict, base: str, depths: Sequence[in
                              label="blank: not needed (P(collapse) grows with depth)"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False, bbox_to_anchor=(0.45, -0.02))
     fig.suptitle("Collapse after training: P(collapse) per cell (number = %), 95 % Wilson intervals", fontsize=11)
-    fig.text(0.45, 0.915, subtitle, ha="center", fontsize=7.5)
-    fig.subplots_adjust(bottom=0.25, top=0.86, left=0.07, right=0.86, wspace=0.06)
+    fig.text(0.45, 0.9, textwrap.fill(subtitle, 150), ha="center", fontsize=7.5)
+    fig.subplots_adjust(bottom=0.25, top=0.84, left=0.07, right=0.86, wspace=0.06)
     return _save(fig, base)
 
 
@@ -141,7 +142,7 @@ def probability_vs_depth(born_dead: dict, trained: dict, base: str, widths: Sequ
             if wd not in list(grid.widths):
                 continue
             i = list(grid.widths).index(wd)
-            colour = cmap(0.92 * n / max(len(widths) - 1, 1))
+            colour = cmap(0.85 * n / max(len(widths) - 1, 1))
             mk = MARKERS[n % len(MARKERS)]
             has = grid.n[i] > 0
             d = grid.depths[has]
@@ -175,10 +176,10 @@ def probability_vs_depth(born_dead: dict, trained: dict, base: str, widths: Sequ
                           label="collapsed after training (open marker, 95 % interval), same width colour"),
                plt.Line2D([], [], color="0.3", lw=0.7, ls=":",
                           label=r"theory $1-(1-2^{-N})^{L_h}$ (He: upper bound on born dead)")]
-    handles += [plt.Line2D([], [], color=cmap(0.92 * n / max(len(widths) - 1, 1)), marker=MARKERS[n % len(MARKERS)],
+    handles += [plt.Line2D([], [], color=cmap(0.85 * n / max(len(widths) - 1, 1)), marker=MARKERS[n % len(MARKERS)],
                            ms=4, lw=1.2, label=f"N={wd}") for n, wd in enumerate(widths)]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.865, 0.5), fontsize=7, frameon=False)
     fig.suptitle("Born dead and collapsed after training against depth, all widths", fontsize=11)
-    fig.text(0.45, 0.915, subtitle, ha="center", fontsize=7.5)
-    fig.subplots_adjust(top=0.86, left=0.06, right=0.86, wspace=0.05, bottom=0.1)
+    fig.text(0.45, 0.9, textwrap.fill(subtitle, 150), ha="center", fontsize=7.5)
+    fig.subplots_adjust(top=0.84, left=0.06, right=0.86, wspace=0.05, bottom=0.1)
     return _save(fig, base)

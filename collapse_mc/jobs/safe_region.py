@@ -52,7 +52,6 @@ class SafeRegionJob:
 # cells always trained (papers 1 and 2: width 2, 9 hidden layers), with more trials: the example fits and the
 # comparison with `collapse-mc estimate`
 ANCHOR_CELLS = ((2, 9),)
-ANCHOR_TRIALS = 128
 EXAMPLE_FIT = ("he_normal", 2, 9)  # the trained cell whose collapsed and best trained networks are drawn
 
 
@@ -104,7 +103,7 @@ def run(job: SafeRegionJob, db: str, progress_factory: Callable | None = None, a
         for init in region.inits:
             for w, d in ANCHOR_CELLS:
                 if w in region.widths and d in region.depths:
-                    anchors += _run(tr.trained_spec(region, init, w, d, ANCHOR_TRIALS), db, progress_factory,
+                    anchors += _run(tr.trained_spec(region, init, w, d, region.anchor_trials), db, progress_factory,
                                     f"trained {init} N={w} L_h={d}", after_death="stop")["trials_computed"]
         report = tr.run(region, db, grids, progress_factory)
         report["trials_computed"] += anchors
@@ -112,7 +111,7 @@ def run(job: SafeRegionJob, db: str, progress_factory: Callable | None = None, a
         from .example_fits import store_example_fits
         init, w, d = EXAMPLE_FIT
         if init in region.inits and w in region.widths and d in region.depths:
-            out["example_fits"] = store_example_fits(tr.trained_spec(region, init, w, d, ANCHOR_TRIALS), db)
+            out["example_fits"] = store_example_fits(tr.trained_spec(region, init, w, d, region.anchor_trials), db)
     else:
         born["seconds"] = time.perf_counter() - t0
     return out
@@ -179,7 +178,7 @@ def job_grid(job: SafeRegionJob, store):
 def protocol_text(region: TrainedRegion, job: SafeRegionJob) -> str:
     return (f"trained: target |x| on [-\u221a3, \u221a3], MSE, Adam lr 1e-3, minibatch 64 of 3000 points, "
             f"{region.steps} steps; {region.initial}-{region.maximum} networks per trained cell "
-            f"({ANCHOR_TRIALS} at N=2, L_h=9); born dead: {job.trials:,} ({job.init}) / "
+            f"({region.anchor_trials} at N=2, L_h=9); born dead: {job.trials:,} ({job.init}) / "
             f"{region.born_dead_trials:,} (others) networks per width; He: zero biases; RAI: its own biases, "
             f"output layer He")
 

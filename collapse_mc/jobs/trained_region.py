@@ -39,7 +39,8 @@ class TrainedRegion:
     ``initial`` / ``maximum``: trials per measured cell at first / at most (doubling while the cell straddles
     the threshold searched); ``block_size``: trials per stored block (one compiled chunk size for every cell
     of a width and depth, whatever its trial count); ``born_dead_trials``: trials per width of the born-dead
-    profile of initializations other than the main job's (RAI: dense kernel on the 1025-point test grid).
+    profile of initializations other than the main job's (RAI: dense kernel on the 1025-point test grid);
+    ``anchor_trials``: trials of the cells always trained (``ANCHOR_CELLS``), the papers' width 2, L_h 9.
     """
 
     inits: tuple = TRAINED_INITS
@@ -52,6 +53,7 @@ class TrainedRegion:
     steps: int = 5000
     seed: int = 0
     born_dead_trials: int = 1000
+    anchor_trials: int = 128
 
     @property
     def max_depth(self) -> int:
