@@ -64,15 +64,15 @@ def test_main_job_runs_then_only_redraws(tmp_path, capsys):
     from collapse_mc.cli import main
     db, out = str(tmp_path / "s.sqlite"), str(tmp_path / "fig")
     args = ["safe-region", "--db", db, "--out", out, "--widths", "2-5", "--max-depth", "12", "--trials", "1500",
-            "--no-spot-checks", "--json"]
+            "--no-trained", "--json"]
     assert main(args) == 0
-    first = json.loads(capsys.readouterr().out)
+    first = json.loads(capsys.readouterr().out)["born_dead"]
     assert first["trials_computed"] == 4 * 1500
     for f in ("safe_region.png", "safe_region.pdf", "p_vs_depth.png", "p_vs_depth.pdf"):
         assert os.path.getsize(os.path.join(out, f)) > 1000
     mtime = os.path.getmtime(db)
     assert main(args) == 0
-    second = json.loads(capsys.readouterr().out)
+    second = json.loads(capsys.readouterr().out)["born_dead"]
     assert second["trials_computed"] == 0
     assert second["boundaries"] == first["boundaries"]
     # the single-input probability bounds the domain probability from above, so the theory's largest depth
@@ -88,8 +88,8 @@ def test_adaptive_spends_less_than_a_uniform_grid(tmp_path, capsys):
     db = str(tmp_path / "a.sqlite")
     assert main(["safe-region", "--db", db, "--out", str(tmp_path / "f"), "--widths", "1,3,6", "--max-depth", "10",
                  "--adaptive", "--initial-trials", "250", "--budget", "6000", "--thresholds", "0.5",
-                 "--no-spot-checks", "--json"]) == 0
-    a = json.loads(capsys.readouterr().out)["adaptive"]
+                 "--no-trained", "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)["born_dead"]["adaptive"]
     assert a["trials_used"] == sum(a["trials_per_width"].values()) <= 6000
     assert a["uniform_grid_trials"] == 3 * max(a["trials_per_width"].values())
     assert a["trials_saved"] == a["uniform_grid_trials"] - a["trials_used"]
@@ -104,8 +104,27 @@ def test_adaptive_never_exceeds_its_budget(tmp_path, capsys):
     from collapse_mc.cli import main
     db = str(tmp_path / "b.sqlite")
     assert main(["safe-region", "--db", db, "--out", str(tmp_path / "f"), "--widths", "2,3,4", "--max-depth", "12",
-                 "--adaptive", "--initial-trials", "250", "--budget", "1000", "--no-spot-checks", "--json"]) == 0
-    a = json.loads(capsys.readouterr().out)["adaptive"]
+                 "--adaptive", "--initial-trials", "250", "--budget", "1000", "--no-trained", "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)["born_dead"]["adaptive"]
     assert a["trials_used"] == sum(a["trials_per_width"].values()) <= 1000
     assert a["trials_computed"] <= 1000
     assert sorted(a["trials_per_width"].values()) == [250, 250, 500]  # exactly one doubling fitted
+
+
+    assert a["trials_computed"] == a["trials_used"]
+
+
+def test_adaptive_keeps_to_the_budget_and_reports_only_what_it_computed(tmp_path, capsys):
+    """Every doubling is counted against the budget before the next one; a second run computes nothing and
+    says so."""
+    from collapse_mc.cli import main
+    db = str(tmp_path / "b.sqlite")
+    args = ["safe-region", "--db", db, "--out", str(tmp_path / "f"), "--widths", "2-5", "--max-depth", "10",
+            "--adaptive", "--initial-trials", "200", "--budget", "1300", "--no-trained", "--json"]
+    assert main(args) == 0
+    a = json.loads(capsys.readouterr().out)["born_dead"]["adaptive"]
+    assert a["trials_used"] <= 1300 and a["trials_computed"] == a["trials_used"]
+    assert main(args) == 0
+    b = json.loads(capsys.readouterr().out)["born_dead"]["adaptive"]
+    assert b["trials_computed"] == 0 and b["trials_per_width"] == a["trials_per_width"]
+    assert main(args[:-4] + ["--budget", "100", "--no-trained", "--json"]) == 2  # below the first round

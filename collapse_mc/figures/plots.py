@@ -10,6 +10,7 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -22,12 +23,17 @@ THRESHOLD_STYLES = {0.01: ":", 0.10: "--", 0.50: "-"}
 MARKERS = "osD^v<>phH*X"
 
 
+DPI = 160
+# no software version or creation date in the files: the same store draws byte-identical figures
+METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+
+
 def _save(fig, base: str) -> list[str]:
     os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
         path = f"{base}.{ext}"
-        fig.savefig(path, dpi=110 if ext == "png" else None, bbox_inches="tight")
+        fig.savefig(path, dpi=DPI if ext == "png" else None, bbox_inches="tight", metadata=METADATA[ext])
         paths.append(path)
     plt.close(fig)
     return paths
@@ -80,39 +86,42 @@ def probability_vs_depth(grid: Grid, base: str, widths: Sequence[int] | None = N
 
 
 def safe_region(grid: Grid, base: str, thresholds: Sequence[float] = (0.01, 0.10, 0.50),
-                title: str | None = None, theory: bool = True) -> list[str]:
-    """The safe-region diagram: width x depth map of P(born dead), threshold contours, the measured boundary
-    (largest depth all of whose cells are safe, steps with markers) and the theory boundary (dashed) for each
-    threshold, and cells undetermined at some threshold marked with a dot."""
+                title: str | None = None, subtitle: str | None = None, theory: bool = True) -> list[str]:
+    """The safe-region diagram: width x depth map of P(born dead) in bands (1 %, 10 %, 50 % are band edges),
+    for each threshold the measured boundary (red step: largest depth all of whose cells are safe) and the
+    theory boundary (black, only with ``theory``), and cells undetermined at some threshold marked with a
+    dot; legend outside."""
+    from .trained_region import BANDS, banded_colours
     p = grid.p
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = plt.subplots(figsize=(7.2, 5.2))
     w, d = grid.widths, grid.depths
+    cm, norm = banded_colours()
     mesh = ax.pcolormesh(np.append(w - 0.5, w[-1] + 0.5), np.append(d - 0.5, d[-1] + 0.5), p.T,
-                         cmap="cividis", vmin=0, vmax=1, shading="flat")
-    fig.colorbar(mesh, ax=ax, label="P(born dead)")
-    ww, dd = np.meshgrid(w, d, indexing="ij")
-    if len(w) > 1 and len(d) > 1:
-        cs = ax.contour(ww, dd, np.nan_to_num(p, nan=1.0), levels=sorted(thresholds), colors="white",
-                        linewidths=0.8, linestyles=[_style(t) for t in sorted(thresholds)])
-        ax.clabel(cs, fmt=lambda v: f"{100 * v:g}%", fontsize=7)
+                         cmap=cm, norm=norm, shading="flat")
+    cb = fig.colorbar(mesh, ax=ax, ticks=BANDS, pad=0.02)
+    cb.set_ticklabels([f"{100 * b:g}%" for b in BANDS])
+    cb.set_label("P(born dead), banded")
     undetermined = np.zeros(p.shape, bool)
     for thr in thresholds:
         undetermined |= grid.labels(thr) == UNDETERMINED
         bs = grid.boundaries(thr)
-        ax.step(w, [b.largest_safe for b in bs], where="mid", color="tab:red", ls=_style(thr), lw=1.6,
+        ax.step(w, [b.largest_safe + 0.5 for b in bs], where="mid", color="tab:red", ls=_style(thr), lw=1.8,
                 label=f"measured boundary, p < {100 * thr:g}%")
         if theory:
-            ax.plot(w, [min(max_depth_below(int(x), thr), d[-1] + 0.5) for x in w], color="k", ls=_style(thr),
-                    marker="_", ms=10, lw=0.9, label=f"theory bound, p < {100 * thr:g}%")
+            ax.step(w, [min(max_depth_below(int(x), thr), d[-1]) + 0.5 for x in w], where="mid", color="k",
+                    ls=_style(thr), lw=0.9, label=f"theory bound, p < {100 * thr:g}%")
     iu = np.nonzero(undetermined)
-    ax.plot(w[iu[0]], d[iu[1]], ".", color="magenta", ms=3, label="undetermined at a threshold")
+    ax.plot(w[iu[0]], d[iu[1]], ".", color="magenta", ms=2.5, label="undetermined at a threshold")
     ax.set_xlabel(WIDTH_LABEL)
     ax.set_ylabel(DEPTH_LABEL)
     ax.set_xlim(w[0] - 0.5, w[-1] + 0.5)
     ax.set_ylim(d[0] - 0.5, d[-1] + 0.5)
     ax.set_xticks(w)
-    ax.set_title(title or "Safe region: P(born dead) with 95 % intervals")
-    ax.legend(fontsize=6, loc="upper left", framealpha=0.85)
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_title(title or "Safe region: P(born dead) with 95 % intervals", fontsize=11, pad=18)
+    if subtitle:
+        ax.text(0.5, 1.015, subtitle, transform=ax.transAxes, ha="center", va="bottom", fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
     return _save(fig, base)
 
 

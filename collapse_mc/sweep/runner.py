@@ -43,9 +43,10 @@ def environment_info() -> dict:
 
 
 def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None = None,
-                  progress: Callable[[int], None] | None = None) -> tuple[dict, np.ndarray]:
+                  progress: Callable[[int], None] | None = None,
+                  after_death: str = "train") -> tuple[dict, np.ndarray]:
     """Outcomes of trials ``[start, stop)`` of a cell on this process's devices: (per-trial arrays to store,
-    per-layer dead fractions ``(T, L_h)``)."""
+    per-layer dead fractions ``(T, L_h)``). ``after_death``: for trained cells, passed to ``train_outcomes``."""
     import jax
     devices = jax.local_devices()
     if sc.kind == "born_dead":
@@ -57,7 +58,7 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
         return arrays, ldf
     from ..training import train_outcomes
     out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, devices=devices,
-                         progress=progress)
+                         progress=progress, after_death=after_death)
     arrays = {k: np.asarray(v) for k, v in out._asdict().items()}
     return arrays, np.asarray(out.dead_fraction, np.float64)
 
@@ -79,15 +80,16 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,
               cell_callback: Callable[[SweepCell, int, int, list], None] | None = None,
-              shard: Shard | None = None) -> dict:
+              shard: Shard | None = None, after_death: str = "train") -> dict:
     """Run (or resume) a sweep into the store at ``db_path``; returns a summary dict.
 
     ``spec``: a ``SweepSpec`` or a path / shipped spec name. ``progress``: a callable taking the number of
     newly finished trials (e.g. ``collapse_mc.progress.Progress``), with optional ``set_label``; its
     ``total`` is set to the trials still missing when it has that attribute. ``cell_callback(cell, start,
     stop, recorded)`` is called after each block. ``shard``: compute only this shard's blocks (all cells
-    are still registered, so every shard's store describes the whole sweep). The summary has ``results``:
-    ``Store.cell_estimates`` for the sweep's cells.
+    are still registered, so every shard's store describes the whole sweep). ``after_death``: what trained
+    networks found dead do (``training.train_outcomes``; "stop" leaves every probability unchanged). The
+    summary has ``results``: ``Store.cell_estimates`` for the sweep's cells.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
@@ -131,7 +133,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
             ch = chunk or block_chunk(c, spec.block_size)
             started = time.time()
             t = time.perf_counter()
-            arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress)
+            arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress, after_death=after_death)
             seconds = time.perf_counter() - t
             rec = store.record_block(c.cell_hash, a, b, arrays, ldf,
                                      {**info, "started_at": started, "finished_at": time.time(),

@@ -1,0 +1,263 @@
+"""The trained safe region of the main job: P(collapse after training) over widths x depths, He and RAI.
+
+Protocol (the ``estimate`` defaults): target |x| on [-sqrt 3, sqrt 3], MSE, Adam lr 1e-3, minibatch 64 of
+3000 points drawn per trial, 5000 steps. Each trained cell is a one-cell sweep (resumable, in the same store),
+trained with ``after_death="stop"``: a network found dead (checked at step 0 and every 100 steps on its
+training set) stops training, which leaves P(collapse) unchanged (a dead network stays collapsed).
+
+Which cells are trained: ``analysis.trained.search_width`` per initialization and width, on the coarse depth
+grid ``TRAINED_DEPTHS``, given the born-dead depth profile of the same initialization (cells born-dead unsafe
+at a threshold are unsafe without training). Every decision reads the counts of a cell's first ``n`` trials
+from the store, so a second run replays the same decisions, finds every trial recorded and only redraws; a
+killed run resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..analysis.from_store import profile_grid
+from ..analysis.safe_region import UNDETERMINED, Grid
+from ..analysis.trained import (TRAINED_DEPTHS, Counts, contradictions, label, resolvable, search_width,
+                                width_boundary)
+from ..estimates import wilson
+from ..store import Store
+from ..sweep import run_sweep
+from ..sweep.spec import parse_spec
+
+TRAINED_INITS = ("he_normal", "rai")
+PROTOCOL = {"target": "abs", "loss": "mse", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "n_train": 3000}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRegion:
+    """Settings of the trained diagram (depths in hidden layers).
+
+    ``initial`` / ``maximum``: trials per measured cell at first / at most (doubling while the cell straddles
+    the threshold searched); ``block_size``: trials per stored block (one compiled chunk size for every cell
+    of a width and depth, whatever its trial count); ``born_dead_trials``: trials per width of the born-dead
+    profile of initializations other than the main job's (RAI: dense kernel on the 1025-point test grid);
+    ``anchor_trials``: trials of the cells always trained (``ANCHOR_CELLS``), the papers' width 2, L_h 9.
+    """
+
+    inits: tuple = TRAINED_INITS
+    widths: tuple = tuple(range(1, 13))
+    depths: tuple = TRAINED_DEPTHS
+    thresholds: tuple = (0.01, 0.10, 0.50)
+    initial: int = 16
+    maximum: int = 64
+    block_size: int = 16
+    steps: int = 5000
+    seed: int = 0
+    born_dead_trials: int = 1000
+    anchor_trials: int = 128
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths)
+
+
+def trained_spec(region: TrainedRegion, init: str, width: int, depth: int, trials: int):
+    return parse_spec({
+        "sweep": {"kind": "trained", "name": "safe_region_trained", "trials": trials, "seed": region.seed,
+                  "block_size": region.block_size,
+                  "description": "safe region: collapse after training on abs(x), estimate defaults"},
+        "grid": {"width": [width], "depth": [depth]},
+        "init": {"init": init, "bias": "zeros"},
+        "train": {**PROTOCOL, "steps": region.steps},
+    }, origin="safe-region trained")
+
+
+def born_dead_family_spec(region: TrainedRegion, init: str, trials: int, block_size: int):
+    """The born-dead depth profile of ``init`` (widths x depth ``max_depth``) on the training's probe set."""
+    return parse_spec({
+        "sweep": {"kind": "born_dead", "name": "safe_region" if init == "he_normal" else f"safe_region_{init}",
+                  "trials": trials, "seed": region.seed, "block_size": min(block_size, trials),
+                  "description": f"safe region: born dead ({init}), depth profile to {region.max_depth}"},
+        "grid": {"width": list(region.widths)},
+        "network": {"depth": region.max_depth},
+        "init": {"init": init, "bias": "zeros"},
+    }, origin="safe-region born dead")
+
+
+def _first_n(store: Store, cell_hash: str, n: int | None, steps: int) -> tuple[Counts, int]:
+    """Counts over trials ``0 .. n - 1`` (None: all) of a trained cell, and the net-steps they trained (a
+    trial stopped at its death counts the steps up to it)."""
+    o = store.outcomes(cell_hash)
+    keep = o["trial"] < (n if n is not None else np.inf)
+    col, div, dead, bd, to_end = (np.asarray(o[k])[keep].astype(bool) for k in
+                                  ("collapsed", "diverged", "dead_after_training", "born_dead", "trained_to_end"))
+    decided = ~(div & ~dead)
+    net_steps = int(np.where(to_end, steps, np.maximum(np.asarray(o["died_at_step"])[keep], 0)).sum())
+    return Counts(int(keep.sum()), int((col & decided).sum()), int(decided.sum()), int(bd.sum())), net_steps
+
+
+def free_unsafe_depths(grid: Grid, width: int, thresholds) -> dict:
+    """``{p: smallest depth whose born-dead interval lies above p, or None}`` for one width of a profile grid."""
+    i = list(grid.widths).index(width)
+    lo, _ = grid.intervals()
+    out = {}
+    for t in thresholds:
+        above = [int(d) for d, v in zip(grid.depths, lo[i]) if grid.n[i, int(d) - 1] > 0 and v > t]
+        out[t] = min(above) if above else None
+    return out
+
+
+def run(region: TrainedRegion, db: str, born_dead: dict, progress_factory: Callable | None = None) -> dict:
+    """Search and train every (init, width) into ``db``. ``born_dead``: ``{init: profile Grid}``.
+
+    Returns per init the measured cells and boundaries, plus the cost (trials, net-steps, compilations)
+    against a uniform grid resolving the same boundaries.
+    """
+    from ..training import trainer
+    t0 = time.perf_counter()
+    builds0 = trainer._train_map.cache_info().misses
+    xla = _xla_counter()
+    report = {"inits": {}, "trials_computed": 0}
+    for init in region.inits:
+        per_width = {}
+        for w in region.widths:
+            free = free_unsafe_depths(born_dead[init], w, region.thresholds)
+
+            def evaluate(depth, n, init=init, w=w):
+                spec = trained_spec(region, init, w, depth, n)
+                res = _run(spec, db, progress_factory, f"trained {init} N={w} L_h={depth}")
+                report["trials_computed"] += res["trials_computed"]
+                with Store(db) as store:
+                    counts, _ = _first_n(store, spec.cells[0].cell_hash, n, region.steps)
+                return counts
+
+            cells = search_width(region.depths, region.thresholds, free, evaluate, region.initial, region.maximum)
+            per_width[w] = {"cells": cells, "free_unsafe": free}
+        report["inits"][init] = per_width
+    report["seconds"] = time.perf_counter() - t0
+    report["train_program_sets_built"] = trainer._train_map.cache_info().misses - builds0
+    report["xla"] = xla.stop()
+    return report
+
+
+def _run(spec, db, progress_factory, label_):
+    if progress_factory is None:
+        return run_sweep(spec, db, after_death="stop")
+    with progress_factory(label_) as bar:
+        return run_sweep(spec, db, progress=bar, after_death="stop")
+
+
+class _xla_counter:
+    """Counts XLA compilations (backend compile events longer than 0.2 s) and persistent-cache hits."""
+
+    def __init__(self):
+        import jax
+        self.compiles, self.hits, self.seconds, self.on = 0, 0, 0.0, True
+
+        def on_duration(event, duration, **_):
+            if self.on and event == "/jax/core/compile/backend_compile_duration" and duration > 0.2:
+                self.compiles += 1
+                self.seconds += duration
+
+        def on_event(event, **_):
+            if self.on and event == "/jax/compilation_cache/cache_hits":
+                self.hits += 1
+
+        jax.monitoring.register_event_duration_secs_listener(on_duration)
+        jax.monitoring.register_event_listener(on_event)
+
+    def stop(self) -> dict:
+        self.on = False
+        return {"backend_compiles_over_0.2s": self.compiles, "persistent_cache_hits": self.hits,
+                "compile_seconds": round(self.seconds, 1)}
+
+
+# -- reading the store (no computation) ------------------------------------------------------------------------
+def stored_cells(region: TrainedRegion, store, init: str) -> dict[int, dict[int, Counts]]:
+    """``{width: {depth: Counts}}`` of the trained cells of ``init`` recorded in the store (all their trials)."""
+    out: dict[int, dict[int, Counts]] = {}
+    for w in region.widths:
+        for d in region.depths:
+            h = trained_spec(region, init, w, d, region.block_size).cells[0].cell_hash
+            rows = store.cell_estimates([h])
+            if rows and rows[0]["trials"]:
+                r = rows[0]
+                out.setdefault(w, {})[d] = Counts(int(r["trials"]), int(r["collapsed"]), int(r["decided"]),
+                                                  int(r["born_dead"]))
+    return out
+
+
+def cost(region: TrainedRegion, store, cells_by_init: dict) -> dict:
+    """Trials and net-steps in the store for the measured cells, against a uniform grid resolving the same
+    boundaries: every grid cell (inits x widths x grid depths) at the largest trial count a searched cell
+    needed, trained to the last step; and against the full width x depth grid (every depth 1..max)."""
+    trials = net_steps = n_cells = 0
+    top = 0
+    shapes = set()
+    for init, by_width in cells_by_init.items():
+        for w, cells in by_width.items():
+            for d, c in cells.items():
+                h = trained_spec(region, init, w, d, region.block_size).cells[0].cell_hash
+                trials += c.trials
+                net_steps += _first_n(store, h, None, region.steps)[1]
+                n_cells += 1
+                top = max(top, c.trials)
+                shapes.add((w, d))
+    top = min(top, region.maximum)  # the anchor cells' extra trials decide no boundary
+    grid_cells = len(cells_by_init) * len(region.widths) * len(region.depths)
+    full_cells = len(cells_by_init) * len(region.widths) * region.max_depth
+    return {"cells_trained": n_cells, "distinct_width_depth": len(shapes), "trials": trials,
+            "net_steps": net_steps, "uniform_grid": {
+                "cells": grid_cells, "trials_per_cell": top, "trials": grid_cells * top,
+                "net_steps": grid_cells * top * region.steps},
+            "uniform_full_grid": {"cells": full_cells, "trials": full_cells * top,
+                                  "net_steps": full_cells * top * region.steps, "compilations": full_cells}}
+
+
+def summarize(region: TrainedRegion, store, born_dead: dict) -> dict:
+    """``{init: {"cells": [...], "boundaries": [...], "contradictions": [...]}}`` from the store."""
+    out = {}
+    for init in region.inits:
+        by_width = stored_cells(region, store, init)
+        grid = born_dead.get(init)
+        cells, bounds, contra = [], [], []
+        for w in region.widths:
+            measured = by_width.get(w, {})
+            free = free_unsafe_depths(grid, w, region.thresholds) if grid is not None else {}
+            for d, c in sorted(measured.items()):
+                e = wilson(c.collapsed, c.decided) if c.decided else None
+                bd_lo = bd_hi = None
+                if grid is not None:
+                    i = list(grid.widths).index(w)
+                    b = wilson(int(grid.k[i, d - 1]), int(grid.n[i, d - 1]))
+                    bd_lo, bd_hi = b.ci_low, b.ci_high
+                cells.append({
+                    "width": w, "depth": d, "layers": d + 1, "trials": c.trials, "collapsed": c.collapsed,
+                    "decided": c.decided, "p": e.p if e else None, "ci_low": e.ci_low if e else None,
+                    "ci_high": e.ci_high if e else None,
+                    "status": {f"{t:g}": label(c, t) for t in region.thresholds},
+                    "p_born_dead_profile_ci": [bd_lo, bd_hi],
+                    "below_born_dead": bool(e is not None and bd_lo is not None and e.ci_high < bd_lo)})
+            for t in region.thresholds:
+                bounds.append(width_boundary(w, region.depths, measured, t, free.get(t), region.maximum))
+            for c in contradictions(measured, region.thresholds):
+                contra.append({"width": w, **c})
+        out[init] = {"cells": cells, "boundaries": bounds, "contradictions": contra,
+                     "below_born_dead": [{"width": c["width"], "depth": c["depth"]} for c in cells
+                                         if c["below_born_dead"]]}
+    return out
+
+
+def undetermined(cell: dict, thresholds, maximum: int) -> bool:
+    """Whether a summarized cell straddles a threshold that could be resolved with ``maximum`` trials."""
+    return any(cell["status"][f"{t:g}"] == UNDETERMINED for t in thresholds if resolvable(t, maximum))
+
+
+def born_dead_grids(region: TrainedRegion, store) -> dict:
+    """``{init: profile Grid}`` of the stored born-dead families of the trained initializations."""
+    out = {}
+    for init in region.inits:
+        hashes = {c.cell_hash for c in born_dead_family_spec(region, init, 1, 1).cells}
+        rows = [r for r in store.cell_estimates(kind="born_dead") if r["cell_hash"] in hashes and r["trials"]]
+        if rows:
+            out[init] = profile_grid(store, rows, region.max_depth)
+    return out
