@@ -10,17 +10,21 @@ Search (``search_width``), per initialization and width, on a coarse grid of dep
   training (``free_unsafe[p]``, the smallest such depth; born-dead counts grow with depth, so every deeper
   cell is too);
 * assuming P(collapse) grows with depth (checked afterwards by ``contradictions``, not assumed in the result),
-  the boundary at p lies between the deepest grid depth measured safe (``lo``) and the shallowest measured or
-  born-dead unsafe (``hi``); the search measures the middle grid depth strictly between them until none is
-  left, thresholds from the largest down (cells measured for one threshold are reused by the next);
+  two binary searches over the grid depths below the born-dead bound find the shallowest depth measured
+  unsafe (``hi``; a safe or undetermined cell moves it deeper) and then the deepest depth measured safe below
+  it (``lo``; an undetermined or unsafe cell moves it shallower): about 2 log2(grid) cells per threshold,
+  whatever the width of the undetermined band between them; thresholds from the largest down (cells
+  measured for one threshold are reused by the next);
 * a measured cell starts with ``initial`` trials and doubles only while it straddles the threshold being
-  searched, up to ``maximum``; a cell still undetermined at ``maximum`` stays in the bracket, marked.
+  searched, up to ``maximum``; a cell still undetermined at ``maximum`` stays between ``lo`` and ``hi``,
+  marked.
 
 A threshold is searched only when it is *resolvable*: a cell with no collapse in ``maximum`` trials would be
 safe at it (0 of 128 trials cannot show p < 1 %: the Wilson upper end is 2.9 %).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 from ..estimates import wilson
@@ -48,8 +52,12 @@ def label(c: Counts, threshold: float) -> str:
     return classify(c.collapsed, c.decided, threshold) if c.decided else UNDETERMINED
 
 
+HINTED_PROBES = 2  # probes per threshold taken next to the hint before bisecting
+
+
 def search_width(depths: Sequence[int], thresholds: Sequence[float], free_unsafe: dict,
-                 evaluate: Callable[[int, int], Counts], initial: int, maximum: int) -> dict[int, Counts]:
+                 evaluate: Callable[[int, int], Counts], initial: int, maximum: int,
+                 hints: dict | None = None) -> dict[int, Counts]:
     """Measure the cells of one width needed to bracket the boundary at each resolvable threshold.
 
     Args:
@@ -58,31 +66,69 @@ def search_width(depths: Sequence[int], thresholds: Sequence[float], free_unsafe
         free_unsafe: ``{p: smallest depth unsafe at p from born dead alone, or None}``.
         evaluate: ``evaluate(depth, n)`` -> ``Counts`` of the cell's first ``n`` trials (computing as needed).
         initial, maximum: trials per cell at first and at most (doubling in between).
+        hints: ``{p: depth}`` where the boundary at p probably lies (e.g. the neighbouring width's, see
+            ``next_hints``): the first ``HINTED_PROBES`` probes at p take the depth nearest to it (on a log
+            scale), then the search bisects. Hints change only which cells are measured, never a label.
 
     Returns ``{depth: Counts}`` of the measured cells (deterministic given ``evaluate``).
     """
     cells: dict[int, Counts] = {}
 
-    def settled(d, t):
-        return d in cells and (label(cells[d], t) != UNDETERMINED or cells[d].trials >= maximum)
+    def measure(d, t):
+        """The label of depth ``d`` at ``t``, doubling its trials while it straddles ``t`` (up to ``maximum``)."""
+        n = max(initial, cells[d].trials if d in cells else 0)
+        while True:
+            if d not in cells or cells[d].trials < n:
+                cells[d] = evaluate(d, n)
+            lab = label(cells[d], t)
+            if lab != UNDETERMINED or n >= maximum:
+                return lab
+            n = min(2 * n, maximum)
 
     for t in sorted(thresholds, reverse=True):
         if not resolvable(t, maximum):
             continue
         top = free_unsafe.get(t)
-        while True:
-            lo, hi = bracket(cells, t, top)
-            open_ = [d for d in depths if lo < d < (hi if hi is not None else float("inf")) and not settled(d, t)]
-            if not open_:
-                break
-            d = open_[len(open_) // 2]
-            n = max(initial, cells[d].trials if d in cells else 0)
-            while True:
-                cells[d] = evaluate(d, n)
-                if label(cells[d], t) != UNDETERMINED or n >= maximum:
-                    break
-                n = min(2 * n, maximum)
+        cand = [d for d in depths if top is None or d < top]
+        hint = (hints or {}).get(t)
+        probes = [0]
+
+        def pick(a, b):
+            if hint is not None and probes[0] < HINTED_PROBES:
+                probes[0] += 1
+                return min(range(a, b), key=lambda i: (abs(math.log(cand[i] / hint)), i))
+            return (a + b) // 2
+
+        # 1. the shallowest unsafe depth: binary search, "not unsafe" (safe or undetermined) moves it deeper
+        a, b = 0, len(cand)
+        while a < b:
+            m = pick(a, b)
+            if measure(cand[m], t) == UNSAFE:
+                b = m
+            else:
+                a = m + 1
+        # 2. the deepest safe depth below it: "not safe" (undetermined or unsafe) moves it shallower
+        a2, b2 = 0, b
+        while a2 < b2:
+            m = pick(a2, b2)
+            if measure(cand[m], t) == SAFE:
+                a2 = m + 1
+            else:
+                b2 = m
     return cells
+
+
+def next_hints(depths: Sequence[int], cells: dict[int, Counts], thresholds: Sequence[float],
+               free_unsafe: dict) -> dict:
+    """Hints for the next (wider) width from one width's measured cells: per threshold, the first grid depth
+    above its deepest safe depth (wider networks collapse less, so their boundary is usually there or deeper)."""
+    out = {}
+    for t in thresholds:
+        lo, _ = bracket(cells, t, free_unsafe.get(t))
+        above = [d for d in depths if d > lo]
+        if above:
+            out[t] = above[0]
+    return out
 
 
 def bracket(cells: dict[int, Counts], threshold: float, free_unsafe: int | None) -> tuple[int, int | None]:

@@ -35,11 +35,11 @@ def register(sub):
     p.add_argument("--budget", default=None, help="adaptive: total trial budget (default widths x --trials)")
     p.add_argument("--no-trained", "--no-spot-checks", dest="no_trained", action="store_true",
                    help="skip the trained diagram (born dead only)")
-    p.add_argument("--trained-initial", default="16",
-                   help="trained: networks per measured cell at first (default 16; also the stored block size)")
-    p.add_argument("--trained-max", default="64",
+    p.add_argument("--trained-initial", default="20",
+                   help="trained: networks per measured cell at first (default 20; also the stored block size)")
+    p.add_argument("--trained-max", default="40",
                    help="trained: at most this many networks per cell, doubling only while a cell straddles the "
-                        "threshold searched (default 64; 1%% is searched only when >= 381)")
+                        "threshold searched (default 40, the fewest that can show a cell safe at 10%%; 1%% is searched only when >= 381)")
     p.add_argument("--trained-steps", default="5000", help="trained: optimizer steps (default 5000, the estimate "
                                                            "default; fewer only for quick checks)")
     p.add_argument("--json", action="store_true", help="print the summary and boundaries as JSON")

@@ -104,7 +104,8 @@ def run(job: SafeRegionJob, db: str, progress_factory: Callable | None = None, a
             for w, d in ANCHOR_CELLS:
                 if w in region.widths and d in region.depths:
                     anchors += _run(tr.trained_spec(region, init, w, d, region.anchor_trials), db, progress_factory,
-                                    f"trained {init} N={w} L_h={d}", after_death="stop")["trials_computed"]
+                                    f"trained {init} N={w} L_h={d}", after_death="stop",
+                                    depth_capacity=region.capacity(d))["trials_computed"]
         report = tr.run(region, db, grids, progress_factory)
         report["trials_computed"] += anchors
         out["trained"] = {k: v for k, v in report.items() if k != "inits"}
@@ -122,11 +123,11 @@ def _grid(job, db):
         return job_grid(job, store)
 
 
-def _run(spec, db, progress_factory, label, after_death="train"):
+def _run(spec, db, progress_factory, label, after_death="train", depth_capacity=None):
     if progress_factory is None:
-        return run_sweep(spec, db, after_death=after_death)
+        return run_sweep(spec, db, after_death=after_death, depth_capacity=depth_capacity)
     with progress_factory(label) as bar:
-        return run_sweep(spec, db, progress=bar, after_death=after_death)
+        return run_sweep(spec, db, progress=bar, after_death=after_death, depth_capacity=depth_capacity)
 
 
 def _adaptive(job, db, progress_factory, initial, budget) -> dict:

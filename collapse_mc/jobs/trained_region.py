@@ -21,14 +21,18 @@ import numpy as np
 
 from ..analysis.from_store import profile_grid
 from ..analysis.safe_region import UNDETERMINED, Grid
-from ..analysis.trained import (TRAINED_DEPTHS, Counts, contradictions, label, resolvable, search_width,
-                                width_boundary)
+from ..analysis.trained import (TRAINED_DEPTHS, Counts, contradictions, label, next_hints, resolvable,
+                                search_width, width_boundary)
 from ..estimates import wilson
 from ..store import Store
 from ..sweep import run_sweep
 from ..sweep.spec import parse_spec
 
 TRAINED_INITS = ("he_normal", "rai")
+# cells train in programs of these depths with their own depth traced (``training.train_outcomes``'s
+# ``depth_capacity``): each width compiles twice, not once per depth; a shallow cell in a deep program pays for
+# its unused saved-activation buffers, hence two capacities rather than one (see README, "The main job")
+DEPTH_CAPACITIES = (16, 64)
 PROTOCOL = {"target": "abs", "loss": "mse", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "n_train": 3000}
 
 
@@ -47,17 +51,23 @@ class TrainedRegion:
     widths: tuple = tuple(range(1, 13))
     depths: tuple = TRAINED_DEPTHS
     thresholds: tuple = (0.01, 0.10, 0.50)
-    initial: int = 16
-    maximum: int = 64
-    block_size: int = 16
+    initial: int = 20
+    maximum: int = 40
+    block_size: int = 20
     steps: int = 5000
     seed: int = 0
     born_dead_trials: int = 1000
     anchor_trials: int = 128
+    depth_capacities: tuple = DEPTH_CAPACITIES
 
     @property
     def max_depth(self) -> int:
         return max(self.depths)
+
+    def capacity(self, depth: int) -> int | None:
+        """The compiled depth a cell of ``depth`` hidden layers trains in: the smallest capacity >= depth
+        (None: its own depth)."""
+        return min((c for c in self.depth_capacities if c >= depth), default=None)
 
 
 def trained_spec(region: TrainedRegion, init: str, width: int, depth: int, trials: int):
@@ -118,19 +128,21 @@ def run(region: TrainedRegion, db: str, born_dead: dict, progress_factory: Calla
     xla = _xla_counter()
     report = {"inits": {}, "trials_computed": 0}
     for init in region.inits:
-        per_width = {}
-        for w in region.widths:
+        per_width, hints = {}, None
+        for w in sorted(region.widths):
             free = free_unsafe_depths(born_dead[init], w, region.thresholds)
 
             def evaluate(depth, n, init=init, w=w):
                 spec = trained_spec(region, init, w, depth, n)
-                res = _run(spec, db, progress_factory, f"trained {init} N={w} L_h={depth}")
+                res = _run(spec, db, progress_factory, f"trained {init} N={w} L_h={depth}", region.capacity(depth))
                 report["trials_computed"] += res["trials_computed"]
                 with Store(db) as store:
                     counts, _ = _first_n(store, spec.cells[0].cell_hash, n, region.steps)
                 return counts
 
-            cells = search_width(region.depths, region.thresholds, free, evaluate, region.initial, region.maximum)
+            cells = search_width(region.depths, region.thresholds, free, evaluate, region.initial, region.maximum,
+                                 hints)
+            hints = next_hints(region.depths, cells, region.thresholds, free)
             per_width[w] = {"cells": cells, "free_unsafe": free}
         report["inits"][init] = per_width
     report["seconds"] = time.perf_counter() - t0
@@ -139,11 +151,11 @@ def run(region: TrainedRegion, db: str, born_dead: dict, progress_factory: Calla
     return report
 
 
-def _run(spec, db, progress_factory, label_):
+def _run(spec, db, progress_factory, label_, depth_capacity=None):
     if progress_factory is None:
-        return run_sweep(spec, db, after_death="stop")
+        return run_sweep(spec, db, after_death="stop", depth_capacity=depth_capacity)
     with progress_factory(label_) as bar:
-        return run_sweep(spec, db, progress=bar, after_death="stop")
+        return run_sweep(spec, db, progress=bar, after_death="stop", depth_capacity=depth_capacity)
 
 
 class _xla_counter:
@@ -261,3 +273,58 @@ def born_dead_grids(region: TrainedRegion, store) -> dict:
         if rows:
             out[init] = profile_grid(store, rows, region.max_depth)
     return out
+
+
+# -- the search against a uniform grid (tests at reduced steps; scripts/trained_subgrid_check.py at full size) --
+def uniform_agreement(widths=(2, 3, 4, 5), depths=(1, 2, 3, 4, 6, 9, 12, 16), trials: int = 400,
+                      steps: int = 5000, init: str = "he_normal", thresholds=(0.1, 0.5), initial: int = 25,
+                      seed: int = 0, progress: Callable | None = None) -> dict:
+    """Train a uniform grid (every width x depth, ``trials`` networks each, the main job's protocol and trial
+    keys, dead networks stopped) and run the depth search on the same networks (a searched cell of ``n``
+    trials reads the grid's first ``n``, exactly what the job would compute). Per width and threshold:
+    the uniform boundary (deepest depth with every shallower cell safe, shallowest unsafe), the search's
+    bracket, whether they are consistent (no depth safe in one and unsafe in the other), and the trials each
+    spent. Born dead is not used to skip cells here, so the comparison is of the search alone."""
+    from ..training import train_outcomes
+    region = TrainedRegion(inits=(init,), widths=tuple(widths), depths=tuple(depths), steps=steps, seed=seed,
+                           initial=initial, maximum=trials, block_size=trials)
+    rows, spent, uniform = [], 0, 0
+    for w in widths:
+        events = {}
+        for d in depths:
+            cell = trained_spec(region, init, w, d, trials).cells[0].cell
+            o = train_outcomes(cell, 0, trials, seed, after_death="stop", depth_capacity=region.capacity(d))
+            decided = ~(np.asarray(o.diverged) & ~np.asarray(o.dead_after_training))
+            events[d] = (np.asarray(o.collapsed) & decided, decided, np.asarray(o.born_dead))
+            if progress:
+                progress(1)
+
+        def counts(d, n):
+            col, dec, bd = (e[:n] for e in events[d])
+            return Counts(n, int(col.sum()), int(dec.sum()), int(bd.sum()))
+
+        cells = search_width(depths, thresholds, {}, counts, initial, trials)
+        full = {d: counts(d, trials) for d in depths}
+        for t in thresholds:
+            labels = [label(full[d], t) for d in depths]
+            safe = 0
+            for d, lab in zip(depths, labels):
+                if lab != "safe":
+                    break
+                safe = d
+            unsafe = min((d for d, lab in zip(depths, labels) if lab == "unsafe"), default=None)
+            lo, hi = bracket_of(cells, t)
+            consistent = (unsafe is None or lo < unsafe) and (hi is None or safe < hi)
+            rows.append({"width": w, "threshold": t, "uniform_safe_up_to": safe, "uniform_unsafe_from": unsafe,
+                         "search_safe_up_to": lo, "search_unsafe_from": hi, "consistent": consistent,
+                         "uniform_p": {d: round(full[d].collapsed / max(full[d].decided, 1), 4) for d in depths}})
+        spent += sum(c.trials for c in cells.values())
+        uniform += trials * len(depths)
+    return {"rows": rows, "trials_search": spent, "trials_uniform": uniform, "steps": steps, "init": init,
+            "widths": list(widths), "depths": list(depths), "trials_per_cell": trials,
+            "all_consistent": all(r["consistent"] for r in rows)}
+
+
+def bracket_of(cells: dict, threshold: float) -> tuple[int, int | None]:
+    from ..analysis.trained import bracket
+    return bracket(cells, threshold, None)

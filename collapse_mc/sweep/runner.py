@@ -44,9 +44,10 @@ def environment_info() -> dict:
 
 def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None = None,
                   progress: Callable[[int], None] | None = None,
-                  after_death: str = "train") -> tuple[dict, np.ndarray]:
+                  after_death: str = "train", depth_capacity: int | None = None) -> tuple[dict, np.ndarray]:
     """Outcomes of trials ``[start, stop)`` of a cell on this process's devices: (per-trial arrays to store,
-    per-layer dead fractions ``(T, L_h)``). ``after_death``: for trained cells, passed to ``train_outcomes``."""
+    per-layer dead fractions ``(T, L_h)``). ``after_death``, ``depth_capacity``: for trained cells, passed to
+    ``train_outcomes`` (neither changes a probability)."""
     import jax
     devices = jax.local_devices()
     if sc.kind == "born_dead":
@@ -58,7 +59,7 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
         return arrays, ldf
     from ..training import train_outcomes
     out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, devices=devices,
-                         progress=progress, after_death=after_death)
+                         progress=progress, after_death=after_death, depth_capacity=depth_capacity)
     arrays = {k: np.asarray(v) for k, v in out._asdict().items()}
     return arrays, np.asarray(out.dead_fraction, np.float64)
 
@@ -80,7 +81,7 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,
               cell_callback: Callable[[SweepCell, int, int, list], None] | None = None,
-              shard: Shard | None = None, after_death: str = "train") -> dict:
+              shard: Shard | None = None, after_death: str = "train", depth_capacity: int | None = None) -> dict:
     """Run (or resume) a sweep into the store at ``db_path``; returns a summary dict.
 
     ``spec``: a ``SweepSpec`` or a path / shipped spec name. ``progress``: a callable taking the number of
@@ -88,7 +89,9 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
     ``total`` is set to the trials still missing when it has that attribute. ``cell_callback(cell, start,
     stop, recorded)`` is called after each block. ``shard``: compute only this shard's blocks (all cells
     are still registered, so every shard's store describes the whole sweep). ``after_death``: what trained
-    networks found dead do (``training.train_outcomes``; "stop" leaves every probability unchanged). The
+    networks found dead do (``training.train_outcomes``; "stop" leaves every probability unchanged);
+    ``depth_capacity``: trained cells run in a program of that many hidden layers with their depth traced, so
+    cells of different depths share one compilation (outcomes identical). The
     summary has ``results``: ``Store.cell_estimates`` for the sweep's cells.
     """
     if not isinstance(spec, SweepSpec):
@@ -133,7 +136,8 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
             ch = chunk or block_chunk(c, spec.block_size)
             started = time.time()
             t = time.perf_counter()
-            arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress, after_death=after_death)
+            arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress, after_death=after_death,
+                                        depth_capacity=depth_capacity)
             seconds = time.perf_counter() - t
             rec = store.record_block(c.cell_hash, a, b, arrays, ldf,
                                      {**info, "started_at": started, "finished_at": time.time(),

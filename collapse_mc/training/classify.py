@@ -23,9 +23,9 @@ import jax.numpy as jnp
 from ..deadness.dense_kernel import first_true_layer
 
 
-def first_dead_layer(model, params: dict, probes: jax.Array) -> jax.Array:
-    """1-based index of the first hidden layer constant over ``probes (P, d_in)``, 0 if none (int32 scalar)."""
-    _, (_, constant) = model.apply({"params": params}, probes, report="deadness")
+def first_dead_layer(constant: jax.Array) -> jax.Array:
+    """1-based index of the first hidden layer constant over the probes (``constant (L,) bool`` from
+    ``forward.deadness_t``), 0 if none (int32 scalar)."""
     return first_true_layer(constant)
 
 
@@ -34,17 +34,17 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def classify_trained(model, params: dict, grid: jax.Array, target_on_grid: jax.Array, target_std: jax.Array,
-                     rtol: float, finite: jax.Array) -> dict:
-    """Outcomes of one trained network.
+def classify_trained(y: jax.Array, dead: jax.Array, constant: jax.Array, params: dict, target_on_grid: jax.Array,
+                     target_std: jax.Array, rtol: float, finite: jax.Array) -> dict:
+    """Outcomes of one trained network from its output and deadness report on the test grid.
 
-    ``grid (P, d_in)``, ``target_on_grid (P, d_out)`` (the trained, i.e. scaled, target), ``target_std
-    (d_out,)`` its population standard deviation, ``finite``: no non-finite loss during training. Returns
-    ``diverged``, ``flat`` (bool scalars), ``collapse_value (d_out,)`` (the output's mean over the grid; NaN
-    when diverged), ``test_rel_l2`` (scalar), ``dead_fraction (depth,)`` (NaN when diverged) and
-    ``dead_on_grid`` (some hidden layer constant on the grid).
+    ``y (P, d_out)``: the output on the grid; ``dead (L,)``, ``constant (L,)``: ``forward.deadness_t``'s
+    report there; ``target_on_grid (P, d_out)`` (the trained, i.e. scaled, target), ``target_std (d_out,)``
+    its population standard deviation, ``finite``: no non-finite loss during training. Returns ``diverged``,
+    ``flat`` (bool scalars), ``collapse_value (d_out,)`` (the output's mean over the grid; NaN when diverged),
+    ``test_rel_l2`` (scalar), ``dead_fraction (L,)`` (NaN when diverged) and ``dead_on_grid`` (some hidden
+    layer constant on the grid).
     """
-    y, (dead, constant) = model.apply({"params": params}, grid, report="deadness")
     ok = finite & all_finite(params) & jnp.all(jnp.isfinite(y))
     spread = jnp.max(y, axis=0) - jnp.min(y, axis=0)
     flat = ok & jnp.all(spread <= rtol * target_std)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ..config import NetworkConfig
 from ..nets.mlp import activation_fn
 
-SMALL_FAN_IN = 8
+SMALL_FAN_IN = 16  # measured: widths 9-12 train 1.4x faster as broadcast sums than as batched matmuls, 16 breaks even
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -58,50 +58,92 @@ def _layer(act, residual, h, a):
     return (h + act(z) if residual else act(z)), z
 
 
+def active_stacked(network: NetworkConfig, depth) -> jax.Array | None:
+    """How many stacked hidden layers (hidden layers 2 .. network.depth) lie within the active ``depth``
+    (traced int32 scalar): ``depth - 1`` clipped to ``0 .. network.depth - 1``; None when ``depth`` is None
+    (all of them, a static count)."""
+    if depth is None:
+        return None
+    return jnp.clip(jnp.asarray(depth, jnp.int32) - 1, 0, network.depth - 1)
+
+
+def _run_layers(n, body, carry):
+    """``body(i, carry)`` for ``i = 0 .. n - 1`` with a traced ``n``: a while loop, so with ``n`` shared by every
+    vmapped trial (the active depth is a per-call value) the layers above it cost nothing."""
+    return jax.lax.fori_loop(0, n, body, carry)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def hidden_stack(act, residual: bool, h: jax.Array, stacked: jax.Array) -> jax.Array:
+def hidden_stack(act, residual: bool, h: jax.Array, stacked: jax.Array, n: jax.Array | None) -> jax.Array:
     """Hidden layers 2..L_h: ``h (width, P)``, ``stacked (L_h - 1, width + 1, width)`` -> ``(width, P)``.
 
     Each layer is ``act(affine_t(h, a))``, or ``h + act(...)`` when ``residual``; ``lax.scan`` over layers.
+    ``n`` (traced int32, or None: all ``L_h - 1``): only the first ``n`` stacked layers run (a while loop);
+    the rest are skipped with zero gradient, so one compiled program serves every depth up to its capacity
+    (``active_stacked``).
     """
-    return jax.lax.scan(lambda h, a: (_layer(act, residual, h, a)[0], None), h, stacked)[0]
+    if n is None:
+        return jax.lax.scan(lambda h, a: (_layer(act, residual, h, a)[0], None), h, stacked)[0]
+    return _run_layers(n, lambda i, h: _layer(act, residual, h, stacked[i])[0], h)
 
 
-def _hidden_stack_fwd(act, residual, h, stacked):
-    def body(h, a):
-        out, z = _layer(act, residual, h, a)
-        return out, (h, z)
+def _hidden_stack_fwd(act, residual, h, stacked, n):
+    if n is None:
+        def body(h, a):
+            out, z = _layer(act, residual, h, a)
+            return out, (h, z)
 
-    out, saved = jax.lax.scan(body, h, stacked)
-    return out, (saved, stacked)
+        out, saved = jax.lax.scan(body, h, stacked)
+        return out, (saved, stacked, n)
+
+    def body_n(i, carry):
+        h, inputs, pre = carry
+        out, z = _layer(act, residual, h, stacked[i])
+        return out, inputs.at[i].set(h), pre.at[i].set(z)
+
+    empty = jnp.zeros((stacked.shape[0],) + h.shape, h.dtype)
+    out, inputs, pre = _run_layers(n, body_n, (h, empty, empty))
+    return out, ((inputs, pre), stacked, n)
 
 
 def _hidden_stack_bwd(act, residual, res, g):
-    (inputs, pre), stacked = res
+    (inputs, pre), stacked, n = res
 
-    def body(g, xs):
-        h, z, a = xs
+    def layer_grad(g, h, z, a):
         slope = jax.jvp(act, (z,), (jnp.ones_like(z),))[1]  # act'(z), elementwise
         grad_h, grad_a = affine_t_backward(h, a, g * slope)
         return (g + grad_h if residual else grad_h), grad_a
 
-    grad_h, grad_stacked = jax.lax.scan(body, g, (inputs, pre, stacked), reverse=True)
-    return grad_h, grad_stacked
+    if n is None:
+        grad_h, grad_stacked = jax.lax.scan(lambda g, xs: layer_grad(g, *xs), g, (inputs, pre, stacked),
+                                            reverse=True)
+        return grad_h, grad_stacked, None
+
+    def body_n(j, carry):
+        g, grads = carry
+        i = n - 1 - j
+        g, grad_a = layer_grad(g, inputs[i], pre[i], stacked[i])
+        return g, grads.at[i].set(grad_a)
+
+    grad_h, grad_stacked = _run_layers(n, body_n, (g, jnp.zeros_like(stacked)))
+    return grad_h, grad_stacked, None
 
 
 hidden_stack.defvjp(_hidden_stack_fwd, _hidden_stack_bwd)
 
 
-def forward_t(network: NetworkConfig, params: dict, xt: jax.Array) -> jax.Array:
+def forward_t(network: NetworkConfig, params: dict, xt: jax.Array, depth=None) -> jax.Array:
     """Network output for features-major inputs: ``xt (d_in, P)`` -> ``(d_out, P)``.
 
     Hidden layers 2..depth go through ``hidden_stack`` (``lax.scan``: compile time independent of depth);
-    with ``network.residual`` they are ``h + act(affine(h))``, as in ``MLP``.
+    with ``network.residual`` they are ``h + act(affine(h))``, as in ``MLP``. ``depth`` (traced int32, or None
+    = ``network.depth``): the active number of hidden layers; the layers above it are skipped, so the output
+    equals that of the ``depth``-layer network made of the first layers (``network.depth`` is the capacity).
     """
     act = activation_fn(network.activation, network.negative_slope)
     h = act(affine_t(xt, params["input"]))
     if network.depth > 1:
-        h = hidden_stack(act, bool(network.residual), h, params["hidden"]["affine"])
+        h = hidden_stack(act, bool(network.residual), h, params["hidden"]["affine"], active_stacked(network, depth))
     return affine_t(h, params["output"])
 
 
@@ -115,13 +157,16 @@ def _layer_report_t(z: jax.Array, out: jax.Array) -> tuple[jax.Array, jax.Array]
     return dead, jnp.all(jnp.max(out, axis=-1) == jnp.min(out, axis=-1))
 
 
-def deadness_t(network: NetworkConfig, params: dict, xt: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def deadness_t(network: NetworkConfig, params: dict, xt: jax.Array,
+               depth=None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The network on points ``xt (d_in, P)`` with a deadness report per hidden layer.
 
-    Returns ``(y (d_out, P), dead_neurons (depth,) int32, constant (depth,) bool)``: per hidden layer, the
-    neurons whose pre-activation is <= 0 at every point and whether the layer's output is the same at every
-    point. The one deadness test of the training path (at initialization, during and after training);
-    ``lax.scan`` over layers keeps memory ``O(P * width)``.
+    Returns ``(y (d_out, P), dead_neurons (L,) int32, constant (L,) bool)``, ``L = network.depth``: per hidden
+    layer, the neurons whose pre-activation is <= 0 at every point and whether the layer's output is the same
+    at every point. The one deadness test of the training path (born dead on the probes, the death checks on
+    the training set, the classification on the test grid); ``lax.scan`` over layers keeps memory
+    ``O(P * width)``. ``depth`` (traced int32 or None) as in ``forward_t``: layers above it are
+    skipped and report ``(0, False)``.
     """
     act = activation_fn(network.activation, network.negative_slope)
     z = affine_t(xt, params["input"])
@@ -131,10 +176,22 @@ def deadness_t(network: NetworkConfig, params: dict, xt: jax.Array) -> tuple[jax
     if network.depth > 1:
         residual = bool(network.residual)
 
-        def body(h, a):
-            out, z = _layer(act, residual, h, a)
-            return out, _layer_report_t(z, out)
+        stacked = params["hidden"]["affine"]
+        n = active_stacked(network, depth)
+        if n is None:
+            def body(h, a):
+                out, z = _layer(act, residual, h, a)
+                return out, _layer_report_t(z, out)
 
-        h, (d, c) = jax.lax.scan(body, h, params["hidden"]["affine"])
+            h, (d, c) = jax.lax.scan(body, h, stacked)
+        else:
+            def body_n(i, carry):
+                h, d, c = carry
+                out, z = _layer(act, residual, h, stacked[i])
+                di, ci = _layer_report_t(z, out)
+                return out, d.at[i].set(di), c.at[i].set(ci)
+
+            zeros = jnp.zeros(stacked.shape[0], jnp.int32)
+            h, d, c = _run_layers(n, body_n, (h, zeros, zeros.astype(bool)))
         dead, const = jnp.concatenate([dead, d]), jnp.concatenate([const, c])
     return affine_t(h, params["output"]), dead, const

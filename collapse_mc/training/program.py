@@ -19,6 +19,12 @@ For a trial key and the traced ``values`` (lr, momentum, beta1, beta2, target_sc
    step). Only float rounding differs from ``full_block`` (sums over the minibatch are taken in another
    order);
 4. ``finish``: classification (``classify``) after training.
+
+With ``traced_depth`` the program is built for ``network.depth`` hidden layers (its *capacity*) and
+``values["depth"]`` (int32, at most the capacity) is the depth actually trained: the layers above it are
+skipped everywhere (``forward.active_stacked``), so one compilation serves every depth up to the capacity and a
+trial's outcomes equal those of the program built for its own depth (the first layers of a deeper
+initialization are the same draws; tested).
 """
 from __future__ import annotations
 
@@ -66,8 +72,9 @@ class TrainProgram:
     """
 
     def __init__(self, network: NetworkConfig, init: InitConfig, static: TrainStatic,
-                 optimizer: optax.GradientTransformation | None = None):
+                 optimizer: optax.GradientTransformation | None = None, traced_depth: bool = False):
         self.network, self.init_config, self.static = network, init, static
+        self.traced_depth = traced_depth
         self.model = MLP(network, init)
         self.target = get_target(static.target)
         self.stats = target_stats(static.target, static.half_width)
@@ -108,33 +115,39 @@ class TrainProgram:
             return self.custom_optimizer
         return make_optimizer(self.static, values)
 
-    def loss(self, params, xt, yt) -> jax.Array:
-        return self.loss_fn(forward_t(self.network, params, xt), yt)
+    def depth(self, values):
+        """The active depth: ``values["depth"]`` (traced int32) with ``traced_depth``, else None (all
+        ``network.depth`` hidden layers)."""
+        return values["depth"] if self.traced_depth else None
+
+    def loss(self, params, xt, yt, depth=None) -> jax.Array:
+        return self.loss_fn(forward_t(self.network, params, xt, depth), yt)
 
     # -- the death check -----------------------------------------------------------------------------------
-    def is_dead(self, params, xt) -> jax.Array:
+    def is_dead(self, params, xt, depth=None) -> jax.Array:
         """Whether some hidden layer is dead on the points ``xt (d_in, P)``: its output is the same at every
         point and every one of its neurons has pre-activation <= 0 at every point (bool scalar; always False
         for activations other than ReLU). Dead on the training set is permanent: see the module docstring."""
         if not self.retires:
             return jnp.array(False)
-        _, dead_neurons, constant = deadness_t(self.network, params, xt)
+        _, dead_neurons, constant = deadness_t(self.network, params, xt, depth)
         return jnp.any(constant & (dead_neurons == self.network.width))
 
     # -- the phases ----------------------------------------------------------------------------------------
     def init(self, key, values) -> tuple[TrainState, TrialData, jax.Array]:
         """State, training set and ``first_dead_layer`` on the probe set (born dead: > 0)."""
         params = self.model.init(rng.stream(key, rng.TAG_INIT), jnp.zeros((1, self.network.d_in)))["params"]
-        first = classify.first_dead_layer(self.model, params, jnp.asarray(self.probes))
+        constant = deadness_t(self.network, params, jnp.asarray(self.probes.T), self.depth(values))[2]
+        first = classify.first_dead_layer(constant)
         return TrainState(params, self.optimizer(values).init(params), jnp.array(True)), self.data(key, values), first
 
     def init_checks(self, state: TrainState, data: TrialData, values) -> dict:
         """At initialization: ``near_flat_at_init`` (the output flat on the test grid, as ``collapsed`` tests
         after training) and ``dead_on_train`` (``is_dead`` on the training set)."""
-        y0 = forward_t(self.network, state.params, jnp.asarray(self.grid.T))
+        y0 = forward_t(self.network, state.params, jnp.asarray(self.grid.T), self.depth(values))
         spread = jnp.max(y0, axis=1) - jnp.min(y0, axis=1)
         return {"near_flat_at_init": jnp.all(spread <= self.static.collapse_rtol * self.target_std(values)),
-                "dead_on_train": self.is_dead(state.params, data.xt)}
+                "dead_on_train": self.is_dead(state.params, data.xt, self.depth(values))}
 
     def _steps(self, state: TrainState, key, values, step0, length: int, batch_loss) -> TrainState:
         """``length`` optimizer steps from global step ``step0`` (steps >= ``static.steps`` skipped);
@@ -160,25 +173,27 @@ class TrainProgram:
 
     def full_steps(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
         """``length`` full training steps from global step ``step0``."""
+        depth = self.depth(values)
+
         def batch_loss(params, idx):
             if idx is None:
-                return self.loss(params, data.xt, data.yt)
-            return self.loss(params, data.xt[:, idx], data.yt[:, idx])
+                return self.loss(params, data.xt, data.yt, depth)
+            return self.loss(params, data.xt[:, idx], data.yt[:, idx], depth)
 
         return self._steps(state, key, values, step0, length, batch_loss)
 
     def full_block(self, state: TrainState, data: TrialData, key, values, step0, length: int):
         """``full_steps``, then ``dead_on_train`` (bool): the death check on the whole training set."""
         state = self.full_steps(state, data, key, values, step0, length)
-        return state, self.is_dead(state.params, data.xt)
+        return state, self.is_dead(state.params, data.xt, self.depth(values))
 
     def cheap_block(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
         """``length`` steps of a trial dead on its training set (see the module docstring)."""
-        x0 = data.xt[:, :1]
+        x0, depth = data.xt[:, :1], self.depth(values)
 
         def batch_loss(params, idx):
             yb = data.yt if idx is None else data.yt[:, idx]
-            c = forward_t(self.network, params, x0)  # (d_out, 1): the output at every training point
+            c = forward_t(self.network, params, x0, depth)  # (d_out, 1): the output at every training point
             return self.loss_fn(jnp.broadcast_to(c, yb.shape), yb)
 
         return self._steps(state, key, values, step0, length, batch_loss)
@@ -186,14 +201,15 @@ class TrainProgram:
     def finish(self, state: TrainState, data: TrialData, values) -> dict:
         """Classification after training (see ``classify.classify_trained``) plus ``final_loss`` (on the whole
         training set) and ``dead_on_train`` (the death check after the last step)."""
-        final_loss = self.loss(state.params, data.xt, data.yt)
+        depth = self.depth(values)
+        final_loss = self.loss(state.params, data.xt, data.yt, depth)
         shift, factor = self.transform(values)
         target_grid = (jnp.asarray(self.target_grid) - shift) * factor
-        out = classify.classify_trained(self.model, state.params, jnp.asarray(self.grid), target_grid,
-                                        self.target_std(values), self.static.collapse_rtol,
-                                        state.finite & jnp.isfinite(final_loss))
+        y, dead, constant = deadness_t(self.network, state.params, jnp.asarray(self.grid.T), depth)
+        out = classify.classify_trained(y.T, dead, constant, state.params, target_grid, self.target_std(values),
+                                        self.static.collapse_rtol, state.finite & jnp.isfinite(final_loss))
         out["final_loss"] = final_loss.astype(jnp.float32)
-        out["dead_on_train"] = self.is_dead(state.params, data.xt)
+        out["dead_on_train"] = self.is_dead(state.params, data.xt, depth)
         return out
 
     def trained(self, key, values) -> tuple[TrainState, TrialData, dict]:

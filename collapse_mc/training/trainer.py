@@ -24,6 +24,7 @@ programs are cached on the static part only: the cell id, seed and traced values
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -45,9 +46,11 @@ CHECK_EVERY = 100                 # steps between death checks (and the host's b
 CHUNK_MEMORY_BYTES = 256 << 20
 WAVE_MEMORY_BYTES = 512 << 20     # host memory for one wave's states and training sets
 CPU_CACHE_BYTES = 256 << 10
+MAX_DEPTH_CAPACITY = 1024        # the deepest program a traced depth may run in
 FULL_CHUNK_PER_DEVICE = 64        # full steps run on few live trials: smaller chunks waste less padding
-# init runs once per chunk and is cheap to run but slow to compile (random-number generation): on CPU it is
-# compiled without LLVM's optimizations (about 3x faster to compile). Checks and classification keep them.
+# init, the checks at initialization and the classification run once per trial and are cheap to run but slow
+# to compile (random-number generation, the 1,025-point grid): on CPU they are compiled without LLVM's
+# optimizations (init about 3x, the others about 2x faster to compile). Only the training steps keep them.
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
@@ -151,10 +154,10 @@ class TrainMap:
                                                 check_vma=False), compiler_options=options), self._clock)
 
         self._init = sharded(init_chunk, 1, 2, once=True)
-        self._checks = sharded(checks_fn, 2, 1)
+        self._checks = sharded(checks_fn, 2, 1, once=True)
         self._full = sharded(full_fn, 3, 3)
         self._cheap = sharded(cheap_chunk, 3, 3)
-        self._finish = sharded(finish_chunk, 2, 1)
+        self._finish = sharded(finish_chunk, 2, 1, once=True)
 
     @property
     def compile_seconds(self) -> float:
@@ -282,29 +285,44 @@ def default_chunk_size(cell: TrainCell, n_devices: int, platform: str = "cpu") -
 
 
 @functools.lru_cache(maxsize=32)
-def _program(network, init, static, optimizer) -> TrainProgram:
-    return TrainProgram(network, init, static, optimizer)
+def _program(network, init, static, optimizer, traced_depth=False) -> TrainProgram:
+    return TrainProgram(network, init, static, optimizer, traced_depth)
 
 
 @functools.lru_cache(maxsize=32)
-def _train_map(network, init, static, optimizer, chunk_size, devices, block, full_chunk) -> TrainMap:
-    return TrainMap(_program(network, init, static, optimizer), chunk_size, trial_mesh(devices), block, full_chunk)
+def _train_map(network, init, static, optimizer, chunk_size, devices, block, full_chunk,
+               traced_depth=False) -> TrainMap:
+    return TrainMap(_program(network, init, static, optimizer, traced_depth), chunk_size, trial_mesh(devices),
+                    block, full_chunk)
+
+
+def check_depth_capacity(cell: TrainCell, depth_capacity: int | None) -> None:
+    if depth_capacity is not None and not (isinstance(depth_capacity, int) and
+                                           cell.network.depth <= depth_capacity <= MAX_DEPTH_CAPACITY):
+        raise ConfigError(f"depth_capacity must be an integer in {cell.network.depth} .. {MAX_DEPTH_CAPACITY} "
+                          f"(the cell's depth .. the largest capacity), got {depth_capacity!r}")
 
 
 def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, trials: int | None = None,
-              optimizer=None) -> TrainMap:
+              optimizer=None, depth_capacity: int | None = None) -> TrainMap:
     """The cached ``TrainMap`` for a cell's static part (shared by cells differing only in traced values).
 
     Without ``chunk_size`` the memory-bounded default is capped at the power of two >= ``trials``.
-    ``devices``: default ``jax.local_devices()``.
+    ``devices``: default ``jax.local_devices()``. ``depth_capacity``: build the program for that many hidden
+    layers with the cell's depth traced (``TrainProgram``'s ``traced_depth``), so cells of every depth up to
+    it share one compilation; None: the cell's own depth, static.
     """
+    check_depth_capacity(cell, depth_capacity)
+    if depth_capacity is not None:
+        cell = dataclasses.replace(cell, network=dataclasses.replace(cell.network, depth=depth_capacity))
     devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
     chunk = chunk_size or default_chunk_size(cell, len(devices), devices[0].platform)
     if chunk_size is None and trials is not None:
         chunk = min(chunk, max(len(devices), 1 << max(0, (int(trials) - 1).bit_length())))
     full = chunk if chunk_size else min(chunk, FULL_CHUNK_PER_DEVICE * len(devices))
     block = min(CHECK_EVERY, cell.train.steps)
-    return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full)
+    return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full,
+                      depth_capacity is not None)
 
 
 def root_array(seed: int, cell: TrainCell) -> jax.Array:
@@ -312,29 +330,36 @@ def root_array(seed: int, cell: TrainCell) -> jax.Array:
     return jnp.array([seed & 0xFFFFFFFF, cell.cell], jnp.uint32)
 
 
-def values_array(cell: TrainCell) -> dict:
-    """The cell's traced values as float32 scalars."""
-    return {k: jnp.float32(v) for k, v in cell.train.values().items()}
+def values_array(cell: TrainCell, traced_depth: bool = False) -> dict:
+    """The cell's traced values as float32 scalars (plus ``depth``, int32, with ``traced_depth``)."""
+    values = {k: jnp.float32(v) for k, v in cell.train.values().items()}
+    if traced_depth:
+        values["depth"] = jnp.int32(cell.network.depth)
+    return values
 
 
 def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chunk_size: int | None = None,
                    devices=None, progress: Callable[[int], None] | None = None,
                    optimizer: optax.GradientTransformation | None = None, after_death: str = "train",
-                   timings: dict | None = None) -> TrainOutcomes:
+                   depth_capacity: int | None = None, timings: dict | None = None) -> TrainOutcomes:
     """Train and classify trials ``start .. stop - 1`` (global indices) of ``cell`` under root ``seed``.
 
     ``progress(n)`` is called with the number of newly finished trials (fractions of a wave as blocks of
     steps finish). ``optimizer``: any optax ``GradientTransformation`` to use instead of the configured one
     (its hyperparameters are then fixed, not traced; the trial keys stay those of the cell). ``after_death``:
-    ``"train"`` | ``"stop"`` | ``"full"`` (see the module docstring). ``timings``: if given, receives ``compile_seconds`` and ``run_seconds``.
+    ``"train"`` | ``"stop"`` | ``"full"`` (see the module docstring). ``depth_capacity``: share one
+    compilation between depths up to it (see ``train_map``; outcomes are the same). ``timings``: if given, receives ``compile_seconds`` and ``run_seconds``.
     """
     check_trial_range(start, stop)
     if after_death not in AFTER_DEATH:
         raise ConfigError(f"after_death must be one of {', '.join(AFTER_DEATH)}, got {after_death!r}")
     t0 = time.perf_counter()
-    tm = train_map(cell, chunk_size, devices, trials=stop - start, optimizer=optimizer)
+    tm = train_map(cell, chunk_size, devices, trials=stop - start, optimizer=optimizer,
+                   depth_capacity=depth_capacity)
     compiled_before = tm.compile_seconds
-    out = tm(start, stop, root_array(seed, cell), values_array(cell), progress=progress, after_death=after_death)
+    out = tm(start, stop, root_array(seed, cell), values_array(cell, depth_capacity is not None),
+             progress=progress, after_death=after_death)
+    out["dead_fraction"] = out["dead_fraction"][:, :cell.network.depth]  # the layers above it were skipped
     if timings is not None:
         timings["compile_seconds"] = tm.compile_seconds - compiled_before
         timings["run_seconds"] = time.perf_counter() - t0 - timings["compile_seconds"]

@@ -1,0 +1,68 @@
+"""A traced active depth (``depth_capacity``): cells of different depths share one compiled program and get
+exactly the outcomes of the program built for their own depth, trial for trial."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from collapse_mc.config import ConfigError, InitConfig, NetworkConfig
+from collapse_mc.nets.mlp import init_params
+from collapse_mc.training import trainer
+from collapse_mc.training.config import TrainCell, TrainConfig
+from collapse_mc.training.forward import deadness_t, forward_t
+
+
+@pytest.mark.parametrize("width,depth,capacity,init,residual", [
+    (3, 3, 8, "he_normal", False),   # some born dead, some die in training
+    (2, 1, 4, "rai", False),         # no hidden stack active at all
+    (3, 4, 6, "he_normal", True),    # residual blocks
+])
+def test_capacity_gives_the_outcomes_of_the_cells_own_program(width, depth, capacity, init, residual):
+    cell = TrainCell(NetworkConfig(width=width, depth=depth, residual=residual), InitConfig(weights=init),
+                     train=TrainConfig(steps=250))
+    own = trainer.train_outcomes(cell, 0, 24, seed=5)
+    shared = trainer.train_outcomes(cell, 0, 24, seed=5, depth_capacity=capacity)
+    for field in own._fields:
+        np.testing.assert_array_equal(np.asarray(getattr(shared, field)), np.asarray(getattr(own, field)),
+                                      err_msg=field)
+    assert own.dead_fraction.shape == (24, depth)
+    # the comparison is not vacuous: the cells differ in what happens to their networks
+    assert 0 < int(own.collapsed.sum()) < 24 or residual
+
+
+def test_one_program_serves_every_depth_up_to_its_capacity():
+    """Two depths in the same capacity build one TrainMap (one compilation), and stop=dead trials too."""
+    cells = [TrainCell(NetworkConfig(width=2, depth=d), train=TrainConfig(steps=100)) for d in (2, 5)]
+    maps = {id(trainer.train_map(c, trials=8, depth_capacity=8)) for c in cells}
+    assert len(maps) == 1
+    own = [trainer.train_map(c, trials=8) for c in cells]
+    assert own[0] is not own[1]
+
+
+def test_forward_and_deadness_at_a_traced_depth_equal_the_shallower_network():
+    """forward_t / deadness_t / the gradient with ``depth`` = the network made of the first layers."""
+    deep, shallow = NetworkConfig(width=3, depth=7), NetworkConfig(width=3, depth=4)
+    params = init_params(deep, InitConfig(), jax.random.key(1))
+    cut = {"input": params["input"], "output": params["output"],
+           "hidden": {"affine": params["hidden"]["affine"][:3]}}
+    x = jnp.linspace(-1.7, 1.7, 33)[None, :]
+    f = jax.jit(lambda p, d: forward_t(deep, p, x, d))  # jitted: float rounding may differ from eager only
+    np.testing.assert_allclose(f(params, jnp.int32(4)), forward_t(shallow, cut, x), rtol=1e-6, atol=1e-7)
+    y, dead, const = deadness_t(deep, params, x, jnp.int32(4))
+    y2, dead2, const2 = deadness_t(shallow, cut, x)
+    np.testing.assert_allclose(y, y2, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(dead[:4], dead2)
+    np.testing.assert_array_equal(dead[4:], 0)
+    assert not np.any(const[4:])
+    g = jax.grad(lambda p: jnp.sum(forward_t(deep, p, x, jnp.int32(4)) ** 2))(params)
+    g2 = jax.grad(lambda p: jnp.sum(forward_t(shallow, p, x) ** 2))(cut)
+    np.testing.assert_allclose(g["hidden"]["affine"][:3], g2["hidden"]["affine"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(g["hidden"]["affine"][3:], 0)  # skipped layers get no gradient
+    np.testing.assert_allclose(g["input"], g2["input"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("capacity", [2, 0, 2.5, 5000])
+def test_a_capacity_below_the_cells_depth_or_out_of_range_is_refused(capacity):
+    cell = TrainCell(NetworkConfig(width=2, depth=3), train=TrainConfig(steps=10))
+    with pytest.raises(ConfigError, match="depth_capacity"):
+        trainer.train_outcomes(cell, 0, 4, depth_capacity=capacity)
