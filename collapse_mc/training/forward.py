@@ -26,6 +26,7 @@ from ..nets.mlp import activation_fn
 
 SMALL_FAN_IN = 16  # measured: widths 9-12 train 1.4x faster as broadcast sums than as batched matmuls, 16 breaks even
 HIGHEST = jax.lax.Precision.HIGHEST
+GRAD_W_AS_SUM = True
 
 
 def affine_t(h: jax.Array, a: jax.Array) -> jax.Array:
@@ -41,8 +42,11 @@ def affine_t(h: jax.Array, a: jax.Array) -> jax.Array:
 
 def affine_t_backward(h: jax.Array, a: jax.Array, delta: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Gradients of ``affine_t(h, a)`` for the cotangent ``delta (fan_out, P)``: ``(d h (fan_in, P), d a)``."""
-    fan_out = a.shape[1]
-    grad_w = jnp.einsum("ip,mp->im", h, delta, precision=HIGHEST)
+    fan_in, fan_out = a.shape[0] - 1, a.shape[1]
+    if GRAD_W_AS_SUM and fan_in <= SMALL_FAN_IN and fan_out <= SMALL_FAN_IN:
+        grad_w = jnp.sum(h[:, None, :] * delta[None, :, :], axis=-1)
+    else:
+        grad_w = jnp.einsum("ip,mp->im", h, delta, precision=HIGHEST)
     grad_b = jnp.sum(delta, axis=-1)
     if fan_out <= SMALL_FAN_IN:
         grad_h = a[:-1, 0][:, None] * delta[0][None, :]
