@@ -4,9 +4,8 @@ import json
 import os
 
 import numpy as np
-import pytest
 
-from collapse_mc.analysis import Grid, boundary, classify, depth_profile, grid_from_profiles
+from collapse_mc.analysis import boundary, classify, depth_profile, grid_from_profiles
 from collapse_mc.estimates import wilson
 from collapse_mc.theory import max_depth_below
 

@@ -1,6 +1,5 @@
 """Training configuration: validation (one-line ConfigError), the static/traced split, cell identity, the CLI's
 error convention, the host block plan."""
-import math
 
 import pytest
 

@@ -14,7 +14,7 @@ import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..analysis.safe_region import SAFE, UNDETERMINED, UNSAFE, Grid  # noqa: E402
+from ..analysis.safe_region import UNDETERMINED, Grid  # noqa: E402
 from ..theory import max_depth_below, p_dead_single_input  # noqa: E402
 
 DEPTH_LABEL = "depth: hidden layers $L_h$ (papers' layers = $L_h$ + 1)"

@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Paper 3 (Arnekvist et al. 2020): dead ReLUs against target std, "
                                              "momentum, depth, plain vs residual; and the single-ReLU model.")
     ap.add_argument("--quick", action="store_true", help="a small run for CI (one shape, few cells and steps)")
-    ap.add_argument("--out", default=None, help=f"figures folder (default figures/paper3[_quick])")
+    ap.add_argument("--out", default=None, help="figures folder (default figures/paper3[_quick])")
     ap.add_argument("--results", default=None, help=f"results JSON (default results/{NAME}[_quick].json)")
     ap.add_argument("--from-json", default=None, metavar="PATH", help="redraw the figures from a results JSON")
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")

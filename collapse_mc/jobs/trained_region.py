@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 
 from ..analysis.from_store import profile_grid
-from ..analysis.safe_region import UNDETERMINED, Grid
-from ..analysis.trained import (TRAINED_DEPTHS, Counts, contradictions, label, next_hints, resolvable,
+from ..analysis.safe_region import SAFE, UNDETERMINED, UNSAFE, Grid
+from ..analysis.trained import (TRAINED_DEPTHS, Counts, bracket, contradictions, label, next_hints, resolvable,
                                 search_width, width_boundary)
 from ..estimates import wilson
 from ..store import Store
@@ -309,11 +309,11 @@ def uniform_agreement(widths=(2, 3, 4, 5), depths=(1, 2, 3, 4, 6, 9, 12, 16), tr
             labels = [label(full[d], t) for d in depths]
             safe = 0
             for d, lab in zip(depths, labels):
-                if lab != "safe":
+                if lab != SAFE:
                     break
                 safe = d
-            unsafe = min((d for d, lab in zip(depths, labels) if lab == "unsafe"), default=None)
-            lo, hi = bracket_of(cells, t)
+            unsafe = min((d for d, lab in zip(depths, labels) if lab == UNSAFE), default=None)
+            lo, hi = bracket(cells, t, None)
             consistent = (unsafe is None or lo < unsafe) and (hi is None or safe < hi)
             rows.append({"width": w, "threshold": t, "uniform_safe_up_to": safe, "uniform_unsafe_from": unsafe,
                          "search_safe_up_to": lo, "search_unsafe_from": hi, "consistent": consistent,
@@ -323,8 +323,3 @@ def uniform_agreement(widths=(2, 3, 4, 5), depths=(1, 2, 3, 4, 6, 9, 12, 16), tr
     return {"rows": rows, "trials_search": spent, "trials_uniform": uniform, "steps": steps, "init": init,
             "widths": list(widths), "depths": list(depths), "trials_per_cell": trials,
             "all_consistent": all(r["consistent"] for r in rows)}
-
-
-def bracket_of(cells: dict, threshold: float) -> tuple[int, int | None]:
-    from ..analysis.trained import bracket
-    return bracket(cells, threshold, None)
