@@ -297,8 +297,8 @@ def _train_map(network, init, static, optimizer, chunk_size, devices, block, ful
 
 
 def check_depth_capacity(cell: TrainCell, depth_capacity: int | None) -> None:
-    if depth_capacity is not None and not (isinstance(depth_capacity, int) and
-                                           cell.network.depth <= depth_capacity <= MAX_DEPTH_CAPACITY):
+    integer = isinstance(depth_capacity, (int, np.integer)) and not isinstance(depth_capacity, bool)
+    if depth_capacity is not None and not (integer and cell.network.depth <= depth_capacity <= MAX_DEPTH_CAPACITY):
         raise ConfigError(f"depth_capacity must be an integer in {cell.network.depth} .. {MAX_DEPTH_CAPACITY} "
                           f"(the cell's depth .. the largest capacity), got {depth_capacity!r}")
 
