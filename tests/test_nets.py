@@ -7,6 +7,7 @@ import pytest
 
 from collapse_mc.config import InitConfig, NetworkConfig
 from collapse_mc.nets import MLP, init_params, initializers
+from collapse_mc.nets.observe import hidden_layers
 
 
 def test_rai_exactly_one_beta_entry_per_neuron_and_statistics():
@@ -79,11 +80,13 @@ def test_mlp_matches_numpy_forward_and_reports_layers(depth, residual):
     init = InitConfig("he_normal", "normal", 0.1)
     params = init_params(net, init, jax.random.key(3))
     x = np.random.default_rng(0).uniform(-1, 1, (17, 2)).astype(np.float32)
-    y, (pre, post) = MLP(net, init).apply({"params": params}, x, report="activations")
+    y, state = MLP(net, init).apply({"params": params}, x, mutable=["intermediates"])
+    post = np.stack([np.asarray(h) for h in hidden_layers(state["intermediates"])])
     y_ref, hs = _numpy_forward(params, x, residual)
     np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-5, atol=1e-5)
-    assert pre.shape == post.shape == (depth, 17, 3)
-    np.testing.assert_allclose(np.asarray(post), hs, rtol=1e-5, atol=1e-5)
+    assert post.shape == (depth, 17, 3)
+    np.testing.assert_allclose(post, hs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(MLP(net, init).apply({"params": params}, x)), np.asarray(y))
 
 
 def test_rai_layers_setting():

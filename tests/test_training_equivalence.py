@@ -12,6 +12,7 @@ import pytest
 
 from collapse_mc.config import InitConfig, NetworkConfig
 from collapse_mc.training import TrainCell, TrainConfig, summarize_training, train_outcomes, trainer
+from collapse_mc.nets.observe import observed_apply
 from collapse_mc.training.trainer import train_single
 
 NET = NetworkConfig(3, 3)
@@ -97,8 +98,8 @@ def test_dead_after_training_agrees_with_the_reference_deadness_test(dying_full)
     key = lambda t: trainer.rng.trial_key(trainer.rng.cell_key(2, DYING.cell), jax.numpy.int32(t))  # noqa: E731
     for t in range(8):
         state = jax.jit(prog.trained)(key(t), trainer.values_array(DYING))[0]
-        _, (dead, constant) = prog.model.apply({"params": state.params}, jax.numpy.asarray(prog.grid),
-                                               report="deadness")
+        _, report = observed_apply(prog.model, state.params, jax.numpy.asarray(prog.grid))
+        constant = report.constant
         if not dying_full.born_dead[t]:
             assert bool(np.any(constant)) == bool(dying_full.dead_after_training[t]), t
 

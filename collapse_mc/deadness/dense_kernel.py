@@ -10,17 +10,12 @@ import jax.numpy as jnp
 
 from ..config import InitConfig, NetworkConfig
 from ..nets.mlp import MLP
+from ..nets.observe import first_true_layer  # noqa: F401  (re-exported)
 from .. import rng
 
 
 def dead_dtype(width: int):
     return jnp.uint8 if width < 256 else jnp.uint16
-
-
-def first_true_layer(flags: jax.Array) -> jax.Array:
-    """``flags (..., L)`` bool -> the 1-based index of the first True along the last axis, 0 if none."""
-    any_ = jnp.any(flags, axis=-1)
-    return jnp.where(any_, jnp.argmax(flags, axis=-1) + 1, 0).astype(jnp.int32)
 
 
 def dense_chunk_fn(network: NetworkConfig, init: InitConfig, probes):
@@ -29,12 +24,13 @@ def dense_chunk_fn(network: NetworkConfig, init: InitConfig, probes):
     Outcomes: ``first_dead_layer (c,) int32`` (1-based hidden layer whose output is constant over the probes,
     0 when none) and ``dead_neurons (c, L_h)`` (neurons with pre-activation <= 0 at every probe).
     """
+    from ..training.forward import deadness_t  # the training package imports this one
     model = MLP(network, init)
     x = jnp.asarray(probes)
 
     def one(key):
-        params = model.init(rng.stream(key, rng.TAG_INIT), x[:1])
-        _, (dead, constant) = model.apply(params, x, report="deadness")
+        params = model.init(rng.stream(key, rng.TAG_INIT), x[:1])["params"]
+        _, dead, constant = deadness_t(network, params, x.T)  # the training path's test, O(P * width) memory
         return first_true_layer(constant), dead.astype(dead_dtype(network.width))
 
     def chunk(trials, root):

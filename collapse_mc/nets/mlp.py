@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import InitConfig, NetworkConfig
-from . import initializers
+from . import initializers, observe
 
 
 def activation_fn(name: str, negative_slope: float = 0.01) -> Callable[[jax.Array], jax.Array]:
@@ -49,31 +49,15 @@ def affine_apply(x: jax.Array, a: jax.Array) -> jax.Array:
     return jnp.matmul(x, a[:-1], precision=jax.lax.Precision.HIGHEST) + a[-1]
 
 
-def layer_report(pre: jax.Array, post: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Deadness of one hidden layer over a probe set.
-
-    ``pre``, ``post``: ``(P, width)`` pre- and post-activations at P probe points. Returns
-    ``(dead_neurons, constant)``: the number of neurons whose pre-activation is <= 0 at every probe (int32
-    scalar), and whether the layer is dead (bool scalar): its output is the same at every probe, so the network
-    is a constant from here on (for ReLU: the layer is all-zero). With a single probe, "the same at every probe"
-    is vacuous, so the layer counts as dead when its output is all-zero there.
-    """
-    dead = jnp.sum(jnp.all(pre <= 0, axis=0)).astype(jnp.int32)
-    if pre.shape[0] == 1:
-        return dead, jnp.all(post == 0)
-    constant = jnp.all(jnp.max(post, axis=0) == jnp.min(post, axis=0))
-    return dead, constant
-
-
 class _Hidden(nn.Module):
-    """One hidden layer ``width -> width`` as a scan body: ``(h, None) -> (h', report)``."""
+    """One hidden layer ``width -> width`` as a scan body: ``(h, None) -> (h', h' if keep else None)``."""
 
     width: int
     activation: str
     negative_slope: float
     residual: bool
     kernel_init: Callable[..., Any]
-    report: str  # 'none' | 'activations' | 'deadness'
+    keep: bool  # return the layer's output as the scan's per-layer output (to be sown)
 
     @nn.compact
     def __call__(self, h, _):
@@ -81,21 +65,16 @@ class _Hidden(nn.Module):
         pre = affine_apply(h, a)
         post = activation_fn(self.activation, self.negative_slope)(pre)
         out = h + post if self.residual else post
-        if self.report == "activations":
-            return out, (pre, out)
-        if self.report == "deadness":
-            return out, layer_report(pre, out)
-        return out, None
+        return out, (out if self.keep else None)
 
 
 class MLP(nn.Module):
     """``d_in -> [width] * depth -> d_out`` (``depth`` = hidden layers; the papers' layers = depth + 1).
 
-    ``__call__(x)`` maps ``x (..., d_in)`` to ``(..., d_out)``. With ``report='activations'`` it also returns
-    ``(pre, post)``, each ``(depth, ..., width)``: the hidden pre- and post-activations layer by layer. With
-    ``report='deadness'`` (``x`` must be ``(P, d_in)``, a probe set) it returns ``(dead_neurons (depth,) int32,
-    constant (depth,) bool)`` per hidden layer instead, computed inside the scan so memory stays
-    ``O(P * width)``.
+    ``__call__(x)`` maps ``x (..., d_in)`` to ``(..., d_out)``. When the ``"intermediates"`` collection is
+XX (..., width),
+    h_2..h_depth stacked (depth - 1, ..., width))``, so ``observe.hidden_report`` tests them (the deadness
+    test lives there, not here).
     """
 
     network: NetworkConfig
@@ -107,18 +86,14 @@ class MLP(nn.Module):
                                               self.init_config.bias_value)
 
     @nn.compact
-    def __call__(self, x, report: str = "none"):
+    def __call__(self, x):
         net = self.network
+        keep = self.is_mutable_collection(observe.COLLECTION)
         act = activation_fn(net.activation, net.negative_slope)
         a0 = self.param("input", self._init_for("first"), (net.d_in + 1, net.width))
-        pre0 = affine_apply(x, a0)
-        h = act(pre0)
-        reports = []
-        if report == "activations":
-            reports.append((pre0[None], h[None]))
-        elif report == "deadness":
-            d, c = layer_report(pre0, h)
-            reports.append((d[None], c[None]))
+        h = act(affine_apply(x, a0))
+        if keep:
+            self.sow(observe.COLLECTION, "hidden_layers", h)
         if net.depth > 1:
             body = nn.scan(
                 _Hidden,
@@ -128,16 +103,11 @@ class MLP(nn.Module):
                 unroll=self.unroll,
             )
             h, ys = body(net.width, net.activation, net.negative_slope, net.residual, self._init_for("hidden"),
-                         report, name="hidden")(h, None)
-            if report != "none":
-                reports.append(ys)
+                         keep, name="hidden")(h, None)
+            if keep:
+                self.sow(observe.COLLECTION, "hidden_layers", ys)
         a_out = self.param("output", self._init_for("output"), (net.width + 1, net.d_out))
-        y = affine_apply(h, a_out)
-        if report == "none":
-            return y
-        first = jnp.concatenate([r[0] for r in reports], axis=0)
-        second = jnp.concatenate([r[1] for r in reports], axis=0)
-        return y, (first, second)
+        return affine_apply(h, a_out)
 
 
 def init_params(network: NetworkConfig, init: InitConfig, key: jax.Array) -> dict:

@@ -61,6 +61,8 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
     out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, devices=devices,
                          progress=progress, after_death=after_death, depth_capacity=depth_capacity)
     arrays = {k: np.asarray(v) for k, v in out._asdict().items()}
+    if sc.cell.data is None or sc.cell.data.task != "classification":
+        arrays.pop("test_accuracy")  # NaN: stored for classification cells only
     return arrays, np.asarray(out.dead_fraction, np.float64)
 
 

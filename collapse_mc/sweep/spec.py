@@ -18,6 +18,9 @@ Format (every table but ``[sweep]`` optional)::
     [init]                    # fixed InitConfig settings: weights (alias init), bias, bias_value, ...
     [probe]                   # born_dead only: half_width, grid_points, sample_points
     [train]                   # trained only: TrainConfig settings (target, loss, optimizer, lr, ...)
+    # model = "package.module:Name"   # trained only, in [network]: a user's Flax model (nets.user_model)
+    # data = "points.npz"             # trained only, in [train]: a data set (training.data; path relative
+    #                                 # to the spec file) instead of the uniform domain's target
 
 Grid keys are any setting of those tables (by its name; ``init`` is ``weights``; ``method`` too for born-dead
 sweeps). Everything is checked here, before any computation: unknown tables or keys, wrong types, invalid
@@ -155,6 +158,8 @@ def settings_for(kind: str) -> dict[str, tuple[str, str, str]]:
     else:
         for name, ann in _fields(_training().TrainConfig).items():
             reg.setdefault(name, ("train", name, str(ann)))
+        reg["model"] = ("network", "model", "str")
+        reg["data"] = ("train", "data", "str")
     return reg
 
 
@@ -227,7 +232,7 @@ def load_spec(path_or_name) -> SweepSpec:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read spec {p}: {e}") from None
-    return parse_spec_text(text, origin=str(p))
+    return parse_spec_text(text, origin=str(p), base_dir=p.parent)
 
 
 def packaged_specs() -> dict:
@@ -239,12 +244,12 @@ def packaged_specs() -> dict:
         return {}
 
 
-def parse_spec_text(text: str, origin: str = "spec") -> SweepSpec:
+def parse_spec_text(text: str, origin: str = "spec", base_dir: str | Path | None = None) -> SweepSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{origin}: invalid TOML: {e}") from None
-    return parse_spec(data, source=text, origin=origin)
+    return parse_spec(data, source=text, origin=origin, base_dir=base_dir)
 
 
 def _int(value, where: str, minimum: int, maximum: int | None = None) -> int:
@@ -256,8 +261,10 @@ def _int(value, where: str, minimum: int, maximum: int | None = None) -> int:
     return value
 
 
-def parse_spec(data: dict, source: str | None = None, origin: str = "spec") -> SweepSpec:
-    """Validate a spec given as a dict (parsed TOML) and expand its cells."""
+def parse_spec(data: dict, source: str | None = None, origin: str = "spec",
+               base_dir: str | Path | None = None) -> SweepSpec:
+    """Validate a spec given as a dict (parsed TOML) and expand its cells. ``base_dir``: where a relative
+    ``data`` path is found (the spec file's folder; default the working directory)."""
     if not isinstance(data, dict):
         raise SpecError(f"{origin}: a spec is a TOML document with a [sweep] table")
     for t, v in data.items():
@@ -345,7 +352,7 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec") -> S
         s = dict(fixed)
         s.update(zip(names, combo))
         what = ", ".join(f"{'init' if k == 'weights' else k}={v}" for k, v in zip(names, combo))
-        c = build_cell(kind, s, seed, reg, f"{origin}: cell ({what})" if what else f"{origin}")
+        c = build_cell(kind, s, seed, reg, f"{origin}: cell ({what})" if what else f"{origin}", base_dir)
         if c.cell_hash not in seen:
             seen.add(c.cell_hash)
             cells.append(c)
@@ -385,7 +392,8 @@ def _cell_cost(c: SweepCell):
     return c.cell.cost()
 
 
-def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: str = "cell") -> SweepCell:
+def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: str = "cell",
+               base_dir: str | Path | None = None) -> SweepCell:
     """Construct (and so validate) one cell from flat settings ``s`` (``weights``, not ``init``)."""
     reg = reg or settings_for(kind)
     parts: dict[str, dict] = {"network": {}, "init": {}, "probe": {}, "train": {}, "sweep": {}}
@@ -398,6 +406,7 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
         if layers < 2:
             raise SpecError(f"{where}: layers must be >= 2 (layers = hidden layers + 1), got {layers}")
         net["depth"] = layers - 1
+    model_path, data_path = net.pop("model", None), parts["train"].pop("data", None)
     try:
         network = NetworkConfig(**net)
         init = InitConfig(**parts["init"])
@@ -410,7 +419,14 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
         else:
             tr = _training()
             train = tr.TrainConfig(**parts["train"])
-            cell = tr.TrainCell(network, init, train)
+            model = data = None
+            if model_path is not None:
+                from ..nets.user_model import resolve_model
+                model = resolve_model(model_path)
+            if data_path is not None:
+                from ..training.data import Dataset
+                data = Dataset.from_npz(Path(base_dir or ".") / data_path)
+            cell = tr.TrainCell(network, init, train, model=model, data=data)
         identity = cell.identity()
     except SpecError:
         raise
@@ -439,7 +455,12 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
         static = train.static_part() if hasattr(train, "static_part") else tid
         # the training code caches compiled programs on (network, init, static part): cells differing only
         # in traced values (lr, momentum, beta1, beta2, target_scale) share one
-        group = "trained " + config_hash({"network": nd, "init": to_dict(init), "train": repr(static)})[:16]
+        group = "trained " + config_hash({"network": nd, "init": to_dict(init), "train": repr(static),
+                                          **{k: identity[k] for k in ("model", "data") if k in identity}})[:16]
+        if model_path is not None:
+            settings["model"] = model_path
+        if data_path is not None:
+            settings["data"] = f"{data_path} (sha256 {cell.data.digest[:12]})"
     settings["seed"] = seed
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     return SweepCell(kind=kind, cell=cell, seed=seed, cell_hash=cell_hash, settings=settings, group=group,

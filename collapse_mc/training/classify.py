@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..deadness.dense_kernel import first_true_layer
+from ..nets.observe import first_true_layer
 
 
 def first_dead_layer(constant: jax.Array) -> jax.Array:
@@ -35,12 +35,13 @@ def all_finite(tree) -> jax.Array:
 
 
 def classify_trained(y: jax.Array, dead: jax.Array, constant: jax.Array, params: dict, target_on_grid: jax.Array,
-                     target_std: jax.Array, rtol: float, finite: jax.Array) -> dict:
+                     target_std: jax.Array, rtol: float, finite: jax.Array, units=None) -> dict:
     """Outcomes of one trained network from its output and deadness report on the test grid.
 
     ``y (P, d_out)``: the output on the grid; ``dead (L,)``, ``constant (L,)``: ``forward.deadness_t``'s
     report there; ``target_on_grid (P, d_out)`` (the trained, i.e. scaled, target), ``target_std (d_out,)``
-    its population standard deviation, ``finite``: no non-finite loss during training. Returns ``diverged``,
+    its population standard deviation, ``finite``: no non-finite loss during training, ``units``: neurons per
+    hidden layer (scalar or ``(L,)``; default the built-in MLP's width). Returns ``diverged``,
     ``flat`` (bool scalars), ``collapse_value (d_out,)`` (the output's mean over the grid; NaN when diverged),
     ``test_rel_l2`` (scalar), ``dead_fraction (L,)`` (NaN when diverged) and ``dead_on_grid`` (some hidden
     layer constant on the grid).
@@ -50,8 +51,23 @@ def classify_trained(y: jax.Array, dead: jax.Array, constant: jax.Array, params:
     flat = ok & jnp.all(spread <= rtol * target_std)
     value = jnp.where(ok, jnp.mean(y, axis=0), jnp.nan)
     rel = jnp.sqrt(jnp.sum(jnp.square(y - target_on_grid)) / jnp.sum(jnp.square(target_on_grid)))
-    width = params["input"].shape[-1]
+    width = params["input"].shape[-1] if units is None else units
     return {"diverged": ~ok, "flat": flat, "collapse_value": value.astype(jnp.float32),
             "test_rel_l2": rel.astype(jnp.float32),
             "dead_fraction": jnp.where(ok, dead.astype(jnp.float32) / width, jnp.nan),
+            "dead_on_grid": ok & jnp.any(constant)}
+
+
+def classify_labels(logits: jax.Array, dead: jax.Array, constant: jax.Array, params, labels: jax.Array,
+                    units: jax.Array, finite: jax.Array) -> dict:
+    """``classify_trained`` for classification: ``logits (P, C)`` and integer ``labels (P,)`` on the test set.
+    ``flat``: the predicted class (argmax) is the same at every test point (a constant prediction);
+    ``test_accuracy``: the fraction predicted right; ``collapse_value``: the mean logits; ``test_rel_l2``: NaN."""
+    ok = finite & all_finite(params) & jnp.all(jnp.isfinite(logits))
+    pred = jnp.argmax(logits, axis=-1)
+    return {"diverged": ~ok, "flat": ok & jnp.all(pred == pred[0]),
+            "collapse_value": jnp.where(ok, jnp.mean(logits, axis=0), jnp.nan).astype(jnp.float32),
+            "test_rel_l2": jnp.float32(jnp.nan),
+            "test_accuracy": jnp.where(ok, jnp.mean(pred == labels), jnp.nan).astype(jnp.float32),
+            "dead_fraction": jnp.where(ok, dead.astype(jnp.float32) / units, jnp.nan),
             "dead_on_grid": ok & jnp.any(constant)}

@@ -16,12 +16,13 @@ collapse fit the target well (see the project README for the evidence).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from ..config import (MAX_POINTS, MAX_STEPS, ConfigError, Cost, InitConfig, NetworkConfig, DEFAULT_HALF_WIDTH,
                       _finite, _is_int, cell_id, check_cost, check_int, to_dict)
 from .targets import TARGET_NAMES, Target, get_target, target_name
 
-LOSSES = ("mse", "l1")
+LOSSES = ("mse", "l1", "softmax_cross_entropy")
 OPTIMIZERS = ("adam", "sgd", "nesterov", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 VALUE_FIELDS = ("lr", "momentum", "beta1", "beta2", "target_scale")
@@ -155,42 +156,97 @@ class TrainConfig:
         return d
 
 
+DATA_FIXED = ("target", "target_scale", "normalize_target", "half_width", "test_points", "n_train")  # uniform domain only
+CLASSIFICATION_LOSSES = ("softmax_cross_entropy",)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainCell:
     """One cell of a training study: a network family, its initialization and how it is trained.
 
     ``network.depth`` counts hidden layers (the papers' layers = depth + 1). The target's input and output
-    dimensions must match ``network.d_in`` / ``network.d_out``.
+    dimensions must match ``network.d_in`` / ``network.d_out``. ``model``: a user's model, a callable
+    ``(network, init) -> flax.linen.Module`` (see ``nets.user_model``); None = the built-in MLP. ``data``: a
+    ``training.data.Dataset`` to train on instead of the uniform domain and its target (its points replace
+    ``n_train``; the uniform domain's settings must stay at their defaults). Either one makes the cell train on
+    the generic model path (``training.generic``) and enters its identity (model: name and source hash;
+    data: content hash).
     """
 
     network: NetworkConfig
     init: InitConfig = InitConfig()
     train: TrainConfig = TrainConfig()
+    model: Any = None
+    data: Any = None
 
     def __post_init__(self):
         _require(isinstance(self.network, NetworkConfig) and isinstance(self.init, InitConfig)
                  and isinstance(self.train, TrainConfig),
                  "TrainCell(network: NetworkConfig, init: InitConfig, train: TrainConfig)")
-        t = get_target(self.train.target)
-        _require(t.d_in == self.network.d_in and t.d_out == self.network.d_out,
-                 f"target {t.name!r} maps R^{t.d_in} -> R^{t.d_out} but the network has d_in={self.network.d_in}, "
-                 f"d_out={self.network.d_out}")
+        _require(self.model is None or callable(self.model),
+                 "model must be a callable (network, init) -> flax.linen.Module (e.g. a module class), or None")
+        if self.data is None:
+            t = get_target(self.train.target)
+            _require(t.d_in == self.network.d_in and t.d_out == self.network.d_out,
+                     f"target {t.name!r} maps R^{t.d_in} -> R^{t.d_out} but the network has d_in={self.network.d_in}, "
+                     f"d_out={self.network.d_out}")
+            _require(self.train.loss not in CLASSIFICATION_LOSSES,
+                     f"loss {self.train.loss!r} needs classification data (TrainCell(data=Dataset(...)))")
+        else:
+            self._check_data()
         check_cost(f"width {self.network.width}, depth {self.network.depth}", self.cost())
 
+    def _check_data(self) -> None:
+        from .data import Dataset
+        d, t = self.data, self.train
+        _require(isinstance(d, Dataset), "data must be a collapse_mc.training.data.Dataset")
+        _require(d.d_in == self.network.d_in and d.d_out == self.network.d_out,
+                 f"the data set has {d.d_in} features and {d.d_out} {'classes' if d.task == 'classification' else 'outputs'}"
+                 f" but the network has d_in={self.network.d_in}, d_out={self.network.d_out}")
+        default = TrainConfig()
+        changed = [k for k in DATA_FIXED if getattr(t, k) != getattr(default, k)]
+        _require(not changed, f"{', '.join(changed)} describe the uniform domain and would be ignored with a data set; "
+                              f"leave them at their defaults")
+        if t.full_batch:
+            _require(not t.batch_size or t.batch_size >= d.n_train,
+                     f"batch size {t.batch_size} >= n_train {t.n_train} means full batch; with a data set give 0 for "
+                     f"full batch or a batch size below {t.n_train}")
+        else:
+            _require(t.batch_size <= d.n_train,
+                     f"batch size {t.batch_size} is larger than the data set's {d.n_train} training points")
+        if d.task == "classification":
+            _require(t.loss in CLASSIFICATION_LOSSES or callable(t.loss),
+                     f"classification data needs loss = {' or '.join(CLASSIFICATION_LOSSES)} (got {t.loss!r})")
+        else:
+            _require(t.loss not in CLASSIFICATION_LOSSES, f"loss {t.loss!r} needs classification data (integer labels)")
+
+    @property
+    def n_train(self) -> int:
+        """Training points: the data set's, or ``train.n_train`` on the uniform domain."""
+        return self.train.n_train if self.data is None else self.data.n_train
+
     def cost(self) -> Cost:
-        """Estimated memory and operations of training one network of this cell (see ``config.check_cost``)."""
+        """Estimated memory and operations of training one network of this cell (see ``config.check_cost``;
+        for a user's model, the built-in MLP of the same width and depth stands in)."""
         n, t = self.network, self.train
-        b = t.effective_batch
+        b = t.effective_batch if self.data is None or not t.full_batch else self.data.n_train
+        n_test = t.test_points if self.data is None else self.data.n_test
         params = (n.d_in + 1) * n.width + (n.depth - 1) * (n.width + 1) * n.width + (n.width + 1) * n.d_out
-        device = 4.0 * (4 * n.depth * n.width * b + 8 * params + 3 * (n.d_in + n.d_out) * t.n_train
-                        + 4 * t.test_points * (n.width + n.d_out))
-        ops = 6.0 * params * (t.steps * b + t.test_points + t.n_train)
+        device = 4.0 * (4 * n.depth * n.width * b + 8 * params + 3 * (n.d_in + n.d_out) * self.n_train
+                        + 4 * n_test * (n.width + n.d_out))
+        ops = 6.0 * params * (t.steps * b + n_test + self.n_train)
         return Cost(device, 8.0 * n.depth + 4.0 * n.d_out + 64, ops)
 
     def identity(self) -> dict:
         """Every setting that determines the outcomes (hashed into the cell's random stream)."""
-        return {"kind": "train", "network": to_dict(self.network), "init": to_dict(self.init),
-                "train": self.train.identity()}
+        d = {"kind": "train", "network": to_dict(self.network), "init": to_dict(self.init),
+             "train": self.train.identity()}
+        if self.model is not None:
+            from ..nets.user_model import model_identity
+            d["model"] = model_identity(self.model)
+        if self.data is not None:
+            d["data"] = self.data.identity()
+        return d
 
     @property
     def cell(self) -> int:

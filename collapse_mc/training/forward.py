@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from ..config import NetworkConfig
 from ..nets.mlp import activation_fn
+from ..nets.observe import layer_report
 
 SMALL_FAN_IN = 16  # widths 9-12 train 1.4x faster as broadcast sums than as batched matmuls; 16 breaks even
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -151,13 +152,8 @@ def forward_t(network: NetworkConfig, params: dict, xt: jax.Array, depth=None) -
 
 
 def _layer_report_t(z: jax.Array, out: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One hidden layer over P points, features-major ``z``, ``out (width, P)``: ``(dead_neurons, constant)``,
-    the number of neurons with pre-activation <= 0 at every point and whether the layer's output is the same
-    at every point (with a single point: whether it is all-zero), as in ``nets.mlp.layer_report``."""
-    dead = jnp.sum(jnp.all(z <= 0, axis=-1)).astype(jnp.int32)
-    if z.shape[-1] == 1:
-        return dead, jnp.all(out == 0)
-    return dead, jnp.all(jnp.max(out, axis=-1) == jnp.min(out, axis=-1))
+    """``observe.layer_report`` of one hidden layer over P points, features-major ``z``, ``out (width, P)``."""
+    return layer_report(out, z, points_axis=-1)
 
 
 def deadness_t(network: NetworkConfig, params: dict, xt: jax.Array,

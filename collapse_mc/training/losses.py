@@ -19,7 +19,13 @@ def l1(pred: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.mean(jnp.abs(pred - target))
 
 
-LOSSES = {"mse": mse, "l1": l1}
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy of ``logits (B, C)`` against integer ``labels (B,)``."""
+    import optax
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+LOSSES = {"mse": mse, "l1": l1, "softmax_cross_entropy": softmax_cross_entropy}
 
 
 def get_loss(name: str):

@@ -71,16 +71,24 @@ class TrainProgram:
     hyperparameters are then fixed, not traced).
     """
 
+    has_cheap_path = True  # ``cheap_block`` trains a network dead on its training set exactly (see above)
+
     def __init__(self, network: NetworkConfig, init: InitConfig, static: TrainStatic,
                  optimizer: optax.GradientTransformation | None = None, traced_depth: bool = False):
         self.network, self.init_config, self.static = network, init, static
         self.traced_depth = traced_depth
         self.model = MLP(network, init)
-        self.target = get_target(static.target)
-        self.stats = target_stats(static.target, static.half_width)
         self.loss_fn = get_loss(static.loss)
         self.custom_optimizer = optimizer
         self.retires = network.activation in RETIRING_ACTIVATIONS
+        self.n_train = static.n_train
+        self._setup_domain()
+
+    def _setup_domain(self) -> None:
+        """The uniform domain's probe set, dense test grid and the target on it."""
+        network, static, init = self.network, self.static, self.init_config
+        self.target = get_target(static.target)
+        self.stats = target_stats(static.target, static.half_width)
         probe = ProbeConfig(static.half_width, static.test_points, static.test_points)
         self.probes = np.asarray(probe_points(network, init, probe), np.float32)
         self.grid = dense_grid(network.d_in, static.half_width, static.test_points)
@@ -119,6 +127,10 @@ class TrainProgram:
         """The active depth: ``values["depth"]`` (traced int32) with ``traced_depth``, else None (all
         ``network.depth`` hidden layers)."""
         return values["depth"] if self.traced_depth else None
+
+    def train_set(self, data: TrialData, values) -> tuple[jax.Array, jax.Array]:
+        """The arrays trained on, features-major: ``xt (d_in, n_train)``, ``yt (d_out, n_train)``."""
+        return data.xt, data.yt
 
     def loss(self, params, xt, yt, depth=None) -> jax.Array:
         return self.loss_fn(forward_t(self.network, params, xt, depth), yt)
@@ -159,7 +171,7 @@ class TrainProgram:
         def step(carry, t):
             params, opt_state, finite = carry
             idx = None if st.batch_size is None else jax.random.randint(
-                jax.random.fold_in(batch_key, t), (st.batch_size,), 0, st.n_train)
+                jax.random.fold_in(batch_key, t), (st.batch_size,), 0, self.n_train)
             value, grads = jax.value_and_grad(batch_loss)(params, idx)
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, finite & jnp.isfinite(value))
@@ -174,18 +186,19 @@ class TrainProgram:
     def full_steps(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
         """``length`` full training steps from global step ``step0``."""
         depth = self.depth(values)
+        xt, yt = self.train_set(data, values)
 
         def batch_loss(params, idx):
             if idx is None:
-                return self.loss(params, data.xt, data.yt, depth)
-            return self.loss(params, data.xt[:, idx], data.yt[:, idx], depth)
+                return self.loss(params, xt, yt, depth)
+            return self.loss(params, xt[:, idx], yt[:, idx], depth)
 
         return self._steps(state, key, values, step0, length, batch_loss)
 
     def full_block(self, state: TrainState, data: TrialData, key, values, step0, length: int):
         """``full_steps``, then ``dead_on_train`` (bool): the death check on the whole training set."""
         state = self.full_steps(state, data, key, values, step0, length)
-        return state, self.is_dead(state.params, data.xt, self.depth(values))
+        return state, self.is_dead(state.params, self.train_set(data, values)[0], self.depth(values))
 
     def cheap_block(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
         """``length`` steps of a trial dead on its training set (see the module docstring)."""
@@ -210,6 +223,7 @@ class TrainProgram:
                                         self.static.collapse_rtol, state.finite & jnp.isfinite(final_loss))
         out["final_loss"] = final_loss.astype(jnp.float32)
         out["dead_on_train"] = self.is_dead(state.params, data.xt, depth)
+        out["test_accuracy"] = jnp.float32(jnp.nan)  # regression
         return out
 
     def trained(self, key, values) -> tuple[TrainState, TrialData, dict]:

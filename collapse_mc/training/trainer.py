@@ -40,6 +40,7 @@ from .. import rng
 from ..config import ConfigError, check_trial_range
 from ..devices import AXIS, round_up, trial_mesh
 from .config import TrainCell
+from .generic import ModelProgram
 from .program import TrainProgram
 
 CHECK_EVERY = 100                 # steps between death checks (and the host's block of steps)
@@ -71,6 +72,8 @@ class TrainOutcomes(NamedTuple):
     ``dead_fraction (T, L_h)``: fraction of dead neurons per hidden layer after training, NaN if diverged.
     ``trained_to_end (T,) bool``: False for a trial stopped when it died (``after_death="stop"``): its
     collapse constant, final loss, test error and dead fractions are those at its death.
+    ``test_accuracy (T,)``: classification on a ``Dataset`` only (the fraction of test points predicted right),
+    else NaN. With a user's model (``TrainCell.model``) ``L_h`` is the number of hidden layers it sows.
     """
 
     first_dead_layer: np.ndarray
@@ -85,6 +88,7 @@ class TrainOutcomes(NamedTuple):
     near_flat_at_init: np.ndarray
     died_at_step: np.ndarray
     trained_to_end: np.ndarray
+    test_accuracy: np.ndarray | None = None
 
 
 AFTER_DEATH = ("train", "stop", "full")
@@ -165,9 +169,10 @@ class TrainMap:
 
     def wave_size(self) -> int:
         """Trials held at once (host memory for their states and training sets within ``WAVE_MEMORY_BYTES``)."""
-        n, st = self.program.network, self.program.static
+        n, prog = self.program.network, self.program
         n_params = (n.d_in + 1) * n.width + (n.depth - 1) * (n.width + 1) * n.width + (n.width + 1) * n.d_out
-        per_trial = 4 * (4 * n_params + st.n_train * (n.d_in + n.d_out))
+        own_points = 0 if getattr(prog, "dataset", None) is not None else prog.n_train  # a data set is shared
+        per_trial = 4 * (4 * n_params + own_points * (n.d_in + n.d_out))
         return max(1, WAVE_MEMORY_BYTES // per_trial // self.chunk_size) * self.chunk_size
 
     def _put(self, tree):
@@ -197,6 +202,8 @@ class TrainMap:
 
     def _wave(self, start, stop, root, values, progress, after_death) -> dict:
         steps = self.program.static.steps
+        if after_death == "train" and not self.program.has_cheap_path:
+            after_death = "full"  # nothing cheaper to run a dead network on: train it fully
         trials = np.arange(start, stop, dtype=np.int32)
         w = len(trials)
         every = np.arange(w)
@@ -262,7 +269,8 @@ def _outcomes(checks: dict, out: dict, died_at: np.ndarray, trained_to_end: np.n
             "test_rel_l2": np.asarray(out["test_rel_l2"], np.float32),
             "dead_fraction": np.asarray(out["dead_fraction"], np.float32), "dead_after_training": dead_after,
             "near_flat_at_init": np.asarray(checks["near_flat_at_init"], bool),
-            "died_at_step": np.where(born_dead, 0, died_at).astype(np.int32), "trained_to_end": trained_to_end}
+            "died_at_step": np.where(born_dead, 0, died_at).astype(np.int32), "trained_to_end": trained_to_end,
+            "test_accuracy": np.asarray(out["test_accuracy"], np.float32)}
 
 
 def default_chunk_size(cell: TrainCell, n_devices: int, platform: str = "cpu") -> int:
@@ -285,15 +293,20 @@ def default_chunk_size(cell: TrainCell, n_devices: int, platform: str = "cpu") -
 
 
 @functools.lru_cache(maxsize=32)
-def _program(network, init, static, optimizer, traced_depth=False) -> TrainProgram:
-    return TrainProgram(network, init, static, optimizer, traced_depth)
+def _program(network, init, static, optimizer, traced_depth=False, model=None, data=None,
+             generic=False) -> TrainProgram:
+    """The fast path (built-in MLP, uniform domain) unless a model, a data set or ``generic`` asks for the
+    generic one (``generic.ModelProgram``)."""
+    if model is None and data is None and not generic:
+        return TrainProgram(network, init, static, optimizer, traced_depth)
+    return ModelProgram(network, init, static, model, data, optimizer, traced_depth)
 
 
 @functools.lru_cache(maxsize=32)
 def _train_map(network, init, static, optimizer, chunk_size, devices, block, full_chunk,
-               traced_depth=False) -> TrainMap:
-    return TrainMap(_program(network, init, static, optimizer, traced_depth), chunk_size, trial_mesh(devices),
-                    block, full_chunk)
+               traced_depth=False, model=None, data=None, generic=False) -> TrainMap:
+    return TrainMap(_program(network, init, static, optimizer, traced_depth, model, data, generic), chunk_size,
+                    trial_mesh(devices), block, full_chunk)
 
 
 def check_depth_capacity(cell: TrainCell, depth_capacity: int | None) -> None:
@@ -304,15 +317,18 @@ def check_depth_capacity(cell: TrainCell, depth_capacity: int | None) -> None:
 
 
 def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, trials: int | None = None,
-              optimizer=None, depth_capacity: int | None = None) -> TrainMap:
+              optimizer=None, depth_capacity: int | None = None, generic: bool = False) -> TrainMap:
     """The cached ``TrainMap`` for a cell's static part (shared by cells differing only in traced values).
 
     Without ``chunk_size`` the memory-bounded default is capped at the power of two >= ``trials``.
     ``devices``: default ``jax.local_devices()``. ``depth_capacity``: build the program for that many hidden
     layers with the cell's depth traced (``TrainProgram``'s ``traced_depth``), so cells of every depth up to
-    it share one compilation; None: the cell's own depth, static.
+    it share one compilation; None: the cell's own depth, static. ``generic``: train the built-in MLP on the
+    generic model path (as a user's model is trained; for testing it against the fast path).
     """
     check_depth_capacity(cell, depth_capacity)
+    if depth_capacity is not None and (generic or cell.model is not None or cell.data is not None):
+        raise ConfigError("depth_capacity applies to the built-in MLP on the uniform domain only")
     if depth_capacity is not None:
         cell = dataclasses.replace(cell, network=dataclasses.replace(cell.network, depth=depth_capacity))
     devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
@@ -322,7 +338,7 @@ def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, tria
     full = chunk if chunk_size else min(chunk, FULL_CHUNK_PER_DEVICE * len(devices))
     block = min(CHECK_EVERY, cell.train.steps)
     return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full,
-                      depth_capacity is not None)
+                      depth_capacity is not None, cell.model, cell.data, generic)
 
 
 def root_array(seed: int, cell: TrainCell) -> jax.Array:
@@ -335,42 +351,49 @@ def values_array(cell: TrainCell, traced_depth: bool = False) -> dict:
     values = {k: jnp.float32(v) for k, v in cell.train.values().items()}
     if traced_depth:
         values["depth"] = jnp.int32(cell.network.depth)
+    if cell.data is not None:  # the data set, features-major, shared by every trial (replicated)
+        values.update({k: jnp.asarray(v) for k, v in cell.data.arrays().items()})
     return values
 
 
 def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chunk_size: int | None = None,
                    devices=None, progress: Callable[[int], None] | None = None,
                    optimizer: optax.GradientTransformation | None = None, after_death: str = "train",
-                   depth_capacity: int | None = None, timings: dict | None = None) -> TrainOutcomes:
+                   depth_capacity: int | None = None, timings: dict | None = None,
+                   generic: bool = False) -> TrainOutcomes:
     """Train and classify trials ``start .. stop - 1`` (global indices) of ``cell`` under root ``seed``.
 
     ``progress(n)`` is called with the number of newly finished trials (fractions of a wave as blocks of
     steps finish). ``optimizer``: any optax ``GradientTransformation`` to use instead of the configured one
     (its hyperparameters are then fixed, not traced; the trial keys stay those of the cell). ``after_death``:
     ``"train"`` | ``"stop"`` | ``"full"`` (see the module docstring). ``depth_capacity``: share one
-    compilation between depths up to it (see ``train_map``; outcomes are the same). ``timings``: if given, receives ``compile_seconds`` and ``run_seconds``.
+    compilation between depths up to it (see ``train_map``; outcomes are the same). ``timings``: if given,
+    receives ``compile_seconds`` and ``run_seconds``. ``generic``: the built-in MLP on the generic model path
+    (see ``train_map``). A cell with a ``model`` or ``data`` always takes the generic path.
     """
     check_trial_range(start, stop)
     if after_death not in AFTER_DEATH:
         raise ConfigError(f"after_death must be one of {', '.join(AFTER_DEATH)}, got {after_death!r}")
     t0 = time.perf_counter()
     tm = train_map(cell, chunk_size, devices, trials=stop - start, optimizer=optimizer,
-                   depth_capacity=depth_capacity)
+                   depth_capacity=depth_capacity, generic=generic)
     compiled_before = tm.compile_seconds
     out = tm(start, stop, root_array(seed, cell), values_array(cell, depth_capacity is not None),
              progress=progress, after_death=after_death)
-    out["dead_fraction"] = out["dead_fraction"][:, :cell.network.depth]  # the layers above it were skipped
+    if depth_capacity is not None:
+        out["dead_fraction"] = out["dead_fraction"][:, :cell.network.depth]  # the layers above it were skipped
     if timings is not None:
         timings["compile_seconds"] = tm.compile_seconds - compiled_before
         timings["run_seconds"] = time.perf_counter() - t0 - timings["compile_seconds"]
     return TrainOutcomes(**out)
 
 
-def train_single(cell: TrainCell, trial: int, seed: int = 0, optimizer=None) -> dict:
+def train_single(cell: TrainCell, trial: int, seed: int = 0, optimizer=None, generic: bool = False) -> dict:
     """One trial trained alone (no vmap, no retirement, one unblocked scan, death checked only at the start and
     the end): the reference ``train_outcomes`` must match. Returns the ``TrainOutcomes`` fields (scalars, and
     ``(d_out,)`` / ``(L_h,)`` arrays); ``died_at_step`` is 0, ``steps`` or -1 here."""
-    prog = _program(cell.network, cell.init, cell.train.static_part(), optimizer)
+    prog = _program(cell.network, cell.init, cell.train.static_part(), optimizer, False, cell.model, cell.data,
+                    generic)
     key = rng.trial_key(rng.cell_key(seed, cell.cell), jnp.int32(trial))
     out = jax.tree.map(lambda a: np.asarray(a)[None], jax.jit(prog.train)(key, values_array(cell)))
     died_at = np.where(out["dead_on_train_at_init"], 0, np.where(out["dead_on_train"], cell.train.steps, -1))
