@@ -30,6 +30,31 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def cap_chunk(chunk: int, trials: int, n_devices: int) -> int:
+    """``chunk`` capped at the power of two >= ``trials`` (at least ``n_devices``): a small run is not padded to
+    a large chunk, and runs of nearby sizes share one compiled shape."""
+    return min(chunk, max(n_devices, 1 << max(0, (int(trials) - 1).bit_length())))
+
+
+def padded_chunks(items: np.ndarray, c: int):
+    """``(rows (c,), n)`` for each consecutive chunk of ``items``: the last one padded to ``c`` by repeating
+    its first row (the padding recomputes a real row; callers keep the first ``n`` results)."""
+    for lo in range(0, len(items), c):
+        rows = items[lo:lo + c]
+        n = len(rows)
+        if n < c:
+            rows = np.concatenate([rows, np.full(c - n, rows[0], rows.dtype)])
+        yield rows, n
+
+
+def sharded(fn: Callable[..., Any], mesh: Mesh, n_sharded: int, n_replicated: int, compiler_options=None):
+    """``jit(shard_map(fn))``: the first ``n_sharded`` arguments split along the ``'trials'`` axis over the mesh,
+    the next ``n_replicated`` replicated; every output split along it. The one way work is put on devices."""
+    specs = (P(AXIS),) * n_sharded + (P(),) * n_replicated
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False),
+                   compiler_options=compiler_options)
+
+
 class TrialMap:
     """Run a chunk function over a range of trials, chunked and sharded.
 
@@ -47,14 +72,7 @@ class TrialMap:
 
     def _compiled_for(self, n_args: int):
         if n_args not in self._compiled:
-            mapped = jax.shard_map(
-                self._fn,
-                mesh=self.mesh,
-                in_specs=(P(AXIS),) + (P(),) * n_args,
-                out_specs=P(AXIS),
-                check_vma=False,
-            )
-            self._compiled[n_args] = jax.jit(mapped)
+            self._compiled[n_args] = sharded(self._fn, self.mesh, 1, n_args)
         return self._compiled[n_args]
 
     def lower(self, *args):
@@ -67,14 +85,10 @@ class TrialMap:
         if stop <= start:
             raise ValueError("empty trial range")
         fn = self._compiled_for(len(args))
-        c = self.chunk_size
         pieces: list[Any] = []
         pending = None
-        for lo in range(start, stop, c):
-            n = min(c, stop - lo)
-            idx = np.arange(lo, lo + c, dtype=np.int64)
-            idx[n:] = lo  # padding: recomputes a real trial, result dropped
-            trials = jax.device_put(idx.astype(np.int32), self._sharding)
+        for rows, n in padded_chunks(np.arange(start, stop, dtype=np.int32), self.chunk_size):
+            trials = jax.device_put(rows, self._sharding)
             out = fn(trials, *args)
             if pending is not None:
                 pieces.append(_fetch(*pending))

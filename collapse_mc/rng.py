@@ -32,6 +32,12 @@ def trial_keys(key_of_cell: jax.Array, trials: jax.Array) -> jax.Array:
     return jax.vmap(lambda t: trial_key(key_of_cell, t))(trials)
 
 
+def root_keys(root: jax.Array, trials: jax.Array) -> jax.Array:
+    """Keys of global trial indices ``trials (c,)`` from a compiled program's ``root = [seed, cell]`` (uint32
+    ``(2,)``, a traced argument so one compilation serves every seed and cell)."""
+    return trial_keys(jax.random.fold_in(jax.random.key(root[0]), root[1]), trials)
+
+
 def stream(key: jax.Array, tag: int) -> jax.Array:
     """A named sub-stream of a trial's key."""
     return jax.random.fold_in(key, tag)

@@ -204,3 +204,60 @@ def test_data_set_validation_is_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         Dataset.from_npz(tmp_path / "missing.npz")
     assert Dataset(x, np.arange(10) % 2) == data and hash(Dataset(x, np.arange(10) % 2)) == hash(data)
+
+
+USER_SPEC = """
+[sweep]
+kind = "trained"
+trials = 8
+seed = 6
+block_size = 4
+[grid]
+width = [3, 4]
+[network]
+depth = 3
+d_in = 3
+d_out = 2
+model = "tests.user_models:ResidualMLP"
+[train]
+data = "cls.npz"
+loss = "softmax_cross_entropy"
+steps = 40
+batch_size = 16
+"""
+
+
+def test_sweep_spec_names_a_user_model_and_a_data_file_runs_and_resumes(tmp_path):
+    from collapse_mc.store import Store
+    from collapse_mc.sweep import load_spec, run_sweep
+    r = np.random.default_rng(2)
+    x = r.normal(size=(120, 3)).astype(np.float32)
+    np.savez(tmp_path / "cls.npz", x_train=x[:90], y_train=(x[:90, 0] > 0).astype(np.int64), x_test=x[90:],
+             y_test=(x[90:, 0] > 0).astype(np.int64))
+    (tmp_path / "user.toml").write_text(USER_SPEC)
+    spec = load_spec(tmp_path / "user.toml")
+    assert len(spec.groups()) == 2 and spec.cells[0].settings["model"] == "tests.user_models:ResidualMLP"
+    ident = spec.cells[0].config["identity"]
+    assert ident["model"]["name"] == "tests.user_models:ResidualMLP" and ident["data"]["task"] == "classification"
+    db = tmp_path / "u.sqlite"
+    first = run_sweep(spec.with_trials(4), db)
+    assert first["trials_computed"] == 8
+    again = run_sweep(spec, db)  # resume: only the missing blocks
+    assert again["trials_computed"] == 8 and again["trials_recorded"] == 8
+    with Store(db, readonly=True) as st:
+        for c in spec.cells:
+            stored = st.outcomes(c.cell_hash)
+            direct = train_outcomes(c.cell, 0, 8, spec.seed)
+            np.testing.assert_array_equal(stored["collapsed"].astype(bool), direct.collapsed)
+            np.testing.assert_allclose(stored["test_accuracy"], direct.test_accuracy, atol=1e-6)
+            assert stored["dead_fraction"].shape == (8, 3)
+
+
+def test_spec_model_path_errors_are_one_line(tmp_path):
+    from collapse_mc.sweep import parse_spec_text
+    from collapse_mc.sweep.spec import SpecError
+    bad = USER_SPEC.replace('"tests.user_models:ResidualMLP"', '"os.path; import x:y"')
+    with pytest.raises(SpecError, match="import path"):
+        parse_spec_text(bad, base_dir=tmp_path)
+    with pytest.raises(SpecError, match="does not exist"):
+        parse_spec_text(USER_SPEC, base_dir=tmp_path)  # no cls.npz there

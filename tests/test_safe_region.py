@@ -69,7 +69,6 @@ def test_main_job_runs_then_only_redraws(tmp_path, capsys):
     assert first["trials_computed"] == 4 * 1500
     for f in ("safe_region.png", "safe_region.pdf", "p_vs_depth.png", "p_vs_depth.pdf"):
         assert os.path.getsize(os.path.join(out, f)) > 1000
-    mtime = os.path.getmtime(db)
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out)["born_dead"]
     assert second["trials_computed"] == 0

@@ -85,6 +85,18 @@ def register(sub):
                    help=f"weight initializer: {', '.join(WEIGHT_INITS)} (default he_normal; rai = randomized "
                         "asymmetric initialization)")
     add_network_options(p)
+    p.add_argument("--model", metavar="PACKAGE.MODULE:NAME",
+                   help="train your own Flax (linen) model instead of the built-in MLP: a callable (network, init) "
+                        "-> flax.linen.Module importable from the Python path, whose hidden layers are sown with "
+                        "self.sow('intermediates', name, h) (see collapse_mc.nets.observe); it gets --width, "
+                        "--depth and the input/output sizes as its NetworkConfig. Trained by autodiff on the generic "
+                        "path (no cheap path for dead networks); recorded by name and source hash")
+    p.add_argument("--data", metavar="FILE.npz",
+                   help="train on your data instead of the uniform domain and --target: an .npz with x_train, "
+                        "y_train (and optionally x_test, y_test; else the training set is the test set). Float "
+                        "targets = regression, integer labels = classification (use --loss "
+                        "softmax_cross_entropy). Constant on the domain then means constant over the given "
+                        "inputs; recorded by content hash")
     add_train_options(p)
     add_run_options(p, trials=1000, trials_help="independent networks")
     p.add_argument("--after-death", default="train", choices=("train", "stop", "full"),
@@ -104,13 +116,20 @@ def make_cell(args):
     from ..training import TrainCell, TrainConfig
     from ..training.targets import BUILTIN
 
-    tgt = BUILTIN[args.target]
+    data = model = None
+    if args.data is not None:
+        from ..training.data import Dataset
+        data = Dataset.from_npz(args.data)
+    if args.model is not None:
+        from ..nets.user_model import resolve_model
+        model = resolve_model(args.model)
+    d_in, d_out = (BUILTIN[args.target].d_in, BUILTIN[args.target].d_out) if data is None else (data.d_in, data.d_out)
     depth = depths_from(args, multi=False)[0]
-    net = NetworkConfig(args.width, depth, d_in=tgt.d_in, d_out=tgt.d_out, activation=args.activation,
+    net = NetworkConfig(args.width, depth, d_in=d_in, d_out=d_out, activation=args.activation,
                         negative_slope=args.negative_slope, residual=args.residual)
     init = InitConfig(args.init, args.bias, args.bias_value, rai_layers=args.rai_layers)
     train = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    return TrainCell(net, init, train)
+    return TrainCell(net, init, train, model=model, data=data)
 
 
 def _fmt_list(v) -> str:
@@ -129,7 +148,8 @@ def run(args) -> int:
     estimate_training = distributed_estimator(args, estimate_training)
 
     n, t = cell.network, cell.train
-    label = f"train N={n.width} L_h={n.depth} {cell.init.weights} {t.target} {t.loss}"
+    what = t.target if cell.data is None else cell.data.name
+    label = f"train N={n.width} L_h={n.depth} {cell.init.weights} {what} {t.loss}"
     with Progress(trials, label, enabled=False if args.no_progress else None) as bar:
         rec = estimate_training(cell, trials, args.seed, chunk_size=chunk, progress=bar,
                                 after_death=args.after_death)
@@ -144,8 +164,9 @@ def run(args) -> int:
           f"{rec['steps']} steps, {batch}, n_train {rec['n_train']}; seed {args.seed}")
     print(f"trials {rec['trials']:,}: collapsed {rec['collapsed']:,}, dead after training "
           f"{rec['dead_after_training']:,}, born dead {rec['born_dead']:,}, diverged {rec['diverged']:,}, "
-          f"not collapsed {rec['trained']:,} (alive, output not flat; {rec['fit_within_10pct']:,} of them fit the "
-          "target within 10 % relative L2 error)")
+          f"not collapsed {rec['trained']:,} (alive, output not flat"
+          + ("; classification)" if rec.get("test_accuracy_quartiles") is not None else
+             f"; {rec['fit_within_10pct']:,} of them fit the target within 10 % relative L2 error)"))
     for label, key in (("P(collapse)", "p_collapse"), ("P(dead after training)", "p_dead_after_training"),
                        ("P(born dead)", "p_born_dead"), ("P(near flat at init)", "p_near_flat_at_init"),
                        ("P(diverged)", "p_diverged")):
@@ -161,10 +182,15 @@ def run(args) -> int:
     if rec["stopped_at_death"]:
         print(f"{rec['stopped_at_death']:,} dead networks stopped at death (--after-death stop): their constants "
               "are not in the medians")
-    print(f"collapse constant (median over collapsed): {_fmt_list(rec['collapse_value_median'])}; "
-          f"target mean {_fmt_list(rec['target_mean'])}, median {_fmt_list(rec['target_median'])}")
+    if rec["target_mean"] is not None:
+        print(f"collapse constant (median over collapsed): {_fmt_list(rec['collapse_value_median'])}; "
+              f"target mean {_fmt_list(rec['target_mean'])}, median {_fmt_list(rec['target_median'])}")
     if rec["test_rel_l2_median_trained"] is not None:
         print(f"median test relative L2 error of non-collapsed nets: {rec['test_rel_l2_median_trained']:.4f}")
+    if rec.get("test_accuracy_quartiles"):
+        q = rec["test_accuracy_quartiles"]
+        print(f"test accuracy (not diverged): quartiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}, mean "
+              f"{rec['test_accuracy_mean']:.3f}")
     print(f"{rec['seconds']:.1f} s ({rec['compile_seconds']:.1f} s compiling, {rec['run_seconds']:.1f} s running), "
           f"{rec['net_steps_per_second']:,.0f} net-steps/s")
     return 0

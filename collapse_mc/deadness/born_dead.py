@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import (GAUSSIAN_WEIGHT_INITS, ConfigError, InitConfig, NetworkConfig, ProbeConfig, cell_id,
                       check_trial_range, to_dict)
-from ..devices import TrialMap, trial_mesh
+from ..devices import TrialMap, cap_chunk, trial_mesh
 from ..estimates import clopper_pearson, wilson
 from ..theory import p_dead_single_input, single_input_applies
 from . import probes as probes_mod
@@ -124,7 +124,7 @@ def born_dead_map(cell: BornDeadCell, chunk_size: int | None = None, devices=Non
     devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
     chunk = chunk_size or default_chunk_size(cell, len(devices))
     if chunk_size is None and trials is not None:
-        chunk = min(chunk, max(len(devices), 1 << max(0, (int(trials) - 1).bit_length())))
+        chunk = cap_chunk(chunk, trials, len(devices))
     return _trial_map(cell, chunk, devices)
 
 

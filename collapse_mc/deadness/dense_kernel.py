@@ -34,8 +34,7 @@ def dense_chunk_fn(network: NetworkConfig, init: InitConfig, probes):
         return first_true_layer(constant), dead.astype(dead_dtype(network.width))
 
     def chunk(trials, root):
-        key_of_cell = jax.random.fold_in(jax.random.key(root[0]), root[1])
-        first, dead = jax.vmap(one)(rng.trial_keys(key_of_cell, trials))
+        first, dead = jax.vmap(one)(rng.root_keys(root, trials))
         return {"first_dead_layer": first, "dead_neurons": dead}
 
     return chunk

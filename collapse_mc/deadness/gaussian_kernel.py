@@ -82,8 +82,7 @@ def gaussian_chunk_fn(width: int, depth: int, pool_size: int = 4096):
     def chunk(trials, root):
         c = trials.shape[0]
         pool = min(pool_size, c)
-        key_of_cell = jax.random.fold_in(jax.random.key(root[0]), root[1])
-        tkeys = rng.trial_keys(key_of_cell, trials)
+        tkeys = rng.root_keys(root, trials)
         gram_keys = jax.random.key_data(jax.vmap(lambda k: rng.stream(k, rng.TAG_GRAM))(tkeys))  # (c, 2) uint32
 
         # ---- phase 1: joint Gaussian phase over a pool of slots --------------------------------------------

@@ -78,7 +78,8 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
     else:
         from ..training.trainer import default_chunk_size
         chunk = default_chunk_size(sc.cell, n, devices[0].platform)
-    return min(chunk, max(n, 1 << max(0, (block_size - 1).bit_length())))
+    from ..devices import cap_chunk
+    return cap_chunk(chunk, block_size, n)
 
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,

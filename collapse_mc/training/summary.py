@@ -36,8 +36,15 @@ def _median(a: np.ndarray) -> float | None:
 
 
 def trained_target_stats(cell: TrainCell) -> dict:
-    """Population mean / median / std per output of the target as trained (after scaling / normalization)."""
+    """Population mean / median / std per output of the target as trained (after scaling / normalization; with
+    a regression data set: of its test targets; with classification data: None)."""
     t = cell.train
+    if cell.data is not None:
+        if cell.data.task == "classification":
+            return {"target_mean": None, "target_median": None, "target_std": None}
+        y = np.asarray(cell.data.y_test, np.float64)
+        return {"target_mean": y.mean(axis=0).tolist(), "target_median": np.median(y, axis=0).tolist(),
+                "target_std": y.std(axis=0).tolist()}
     s = target_stats(t.target, t.half_width)
     mean, med, std = (np.asarray(v, np.float64) for v in (s.mean, s.median, s.std))
     shift = mean if t.normalize_target else np.zeros_like(mean)
@@ -101,6 +108,7 @@ def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float 
         "batch_size": None if t.full_batch else t.batch_size, "n_train": t.n_train, "target_scale": t.target_scale,
         "normalize_target": t.normalize_target, "schedule": t.schedule, "half_width": t.half_width,
         "test_points": t.test_points, "collapse_rtol": t.collapse_rtol, "cell": cell.cell,
+        **{k: v for k, v in cell.identity().items() if k in ("model", "data")},
         **counts, "trained": int(alive_trained.sum()),
         "fit_within_10pct": int((alive_trained & (o.test_rel_l2 <= 0.1)).sum()),
         "collapsed_not_born_dead": int((o.collapsed & ~o.born_dead).sum()),
@@ -127,7 +135,15 @@ def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float 
     rec["test_rel_l2_median"] = _median(o.test_rel_l2[ok])
     rec["test_rel_l2_median_trained"] = _median(o.test_rel_l2[alive_trained])
     rec["dead_fraction_per_layer"] = [
-        _f(v) for v in (o.dead_fraction[ok].mean(axis=0) if ok.any() else np.full(n.depth, np.nan))]
+        _f(v) for v in (o.dead_fraction[ok].mean(axis=0) if ok.any() else np.full(o.dead_fraction.shape[1], np.nan))]
+    if cell.data is not None:
+        rec.update(target="data", n_train=cell.data.n_train, half_width=None, test_points=cell.data.n_test)
+        if cell.data.task == "classification":
+            acc = o.test_accuracy[~o.diverged]
+            rec["test_accuracy_median"] = _median(acc)
+            rec["test_accuracy_mean"] = _f(acc.mean()) if acc.size else None
+            rec["test_accuracy_quartiles"] = ([_f(q) for q in np.quantile(acc, [0.25, 0.5, 0.75])] if acc.size
+                                              else None)
     if seconds is not None:
         rec["seconds"] = seconds
         rec["net_steps_per_second"] = trials * t.steps / seconds if seconds > 0 else None

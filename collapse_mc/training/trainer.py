@@ -38,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from .. import rng
 from ..config import ConfigError, check_trial_range
-from ..devices import AXIS, round_up, trial_mesh
+from ..devices import AXIS, cap_chunk, padded_chunks, round_up, sharded as shard_trials, trial_mesh
 from .config import TrainCell
 from .generic import ModelProgram
 from .program import TrainProgram
@@ -95,9 +95,6 @@ AFTER_DEATH = ("train", "stop", "full")
 OUTCOME_FIELDS = TrainOutcomes._fields  # the per-trial arrays stored for a trained block
 
 
-def _keys(trials, root):
-    key_of_cell = jax.random.fold_in(jax.random.key(root[0]), root[1])
-    return rng.trial_keys(key_of_cell, trials)
 
 
 class _Timed:
@@ -133,18 +130,18 @@ class TrainMap:
         prog = program
 
         def init_chunk(trials, root, values):
-            return jax.vmap(prog.init, in_axes=(0, None))(_keys(trials, root), values)
+            return jax.vmap(prog.init, in_axes=(0, None))(rng.root_keys(root, trials), values)
 
         def checks_fn(state, data, values):
             return jax.vmap(prog.init_checks, in_axes=(0, 0, None))(state, data, values)
 
         def full_fn(state, data, trials, root, values, step0):
             return jax.vmap(lambda s, d, k: prog.full_block(s, d, k, values, step0, block))(
-                state, data, _keys(trials, root))
+                state, data, rng.root_keys(root, trials))
 
         def cheap_chunk(state, data, trials, root, values, step0):
             return jax.vmap(lambda s, d, k: prog.cheap_block(s, d, k, values, step0, block))(
-                state, data, _keys(trials, root))
+                state, data, rng.root_keys(root, trials))
 
         def finish_chunk(state, data, values):
             return jax.vmap(prog.finish, in_axes=(0, 0, None))(state, data, values)
@@ -153,9 +150,7 @@ class TrainMap:
 
         def sharded(fn, n_sharded, n_replicated, once=False):
             options = ONCE_COMPILER_OPTIONS if (once and cpu) else None
-            specs = (P(AXIS),) * n_sharded + (P(),) * n_replicated
-            return _Timed(jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(AXIS),
-                                                check_vma=False), compiler_options=options), self._clock)
+            return _Timed(shard_trials(fn, mesh, n_sharded, n_replicated, options), self._clock)
 
         self._init = sharded(init_chunk, 1, 2, once=True)
         self._checks = sharded(checks_fn, 2, 1, once=True)
@@ -179,14 +174,8 @@ class TrainMap:
         return jax.device_put(tree, self._sharding)
 
     def _chunks(self, idx: np.ndarray, c: int | None = None):
-        """``(rows (c,), n)`` per chunk of the positions ``idx`` (the last chunk padded by repeating a row)."""
-        c = c or self.chunk_size
-        for lo in range(0, len(idx), c):
-            rows = idx[lo:lo + c]
-            n = len(rows)
-            if n < c:
-                rows = np.concatenate([rows, np.full(c - n, rows[0], rows.dtype)])
-            yield rows, n
+        """``(rows (c,), n)`` per chunk of the positions ``idx`` (``devices.padded_chunks``)."""
+        return padded_chunks(idx, c or self.chunk_size)
 
     def __call__(self, start: int, stop: int, root, values, progress: Callable[[int], None] | None = None,
                  after_death: str = "train") -> dict:
@@ -334,7 +323,7 @@ def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, tria
     devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
     chunk = chunk_size or default_chunk_size(cell, len(devices), devices[0].platform)
     if chunk_size is None and trials is not None:
-        chunk = min(chunk, max(len(devices), 1 << max(0, (int(trials) - 1).bit_length())))
+        chunk = cap_chunk(chunk, trials, len(devices))
     full = chunk if chunk_size else min(chunk, FULL_CHUNK_PER_DEVICE * len(devices))
     block = min(CHECK_EVERY, cell.train.steps)
     return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full,
