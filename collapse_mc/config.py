@@ -121,25 +121,27 @@ class NetworkConfig:
 class InitConfig:
     """How parameters are drawn.
 
-    ``weights``: one of WEIGHT_INITS for the hidden layers. ``bias``: zeros | constant | normal, with
+    ``weights``: one of WEIGHT_INITS for the hidden layers, or a callable in the ``jax.nn.initializers``
+    style ``init(key, (fan_in, fan_out), dtype)`` (recorded by name and source hash; its bias comes from
+    ``bias``). ``bias``: zeros | constant | normal, with
     ``bias_value`` the constant or the normal's standard deviation sigma_b. ``output_weights``: the output
     layer's weight init (default: same as ``weights``, except He normal when ``weights='rai'``).
     ``rai_layers``: for RAI, which layers use it: ``hidden`` (every hidden layer, the default), ``all``
     (the output layer too) or ``hidden_except_first``. RAI draws its own bias wherever it is used.
     """
 
-    weights: str = "he_normal"
+    weights: Any = "he_normal"
     bias: str = "zeros"
     bias_value: float = 0.0
-    output_weights: str | None = None
+    output_weights: Any = None
     rai_layers: str = "hidden"
 
     def __post_init__(self):
-        _require(self.weights in WEIGHT_INITS,
-                 f"unknown initializer {self.weights!r}; choose one of {', '.join(WEIGHT_INITS)}")
+        from .nets.initializers import WEIGHT_INIT_REGISTRY  # lazy: the nets package imports this module
+        WEIGHT_INIT_REGISTRY.check(self.weights)
         _require(self.bias in BIAS_INITS, f"unknown bias init {self.bias!r}; choose one of {', '.join(BIAS_INITS)}")
-        _require(self.output_weights is None or self.output_weights in WEIGHT_INITS,
-                 f"unknown output initializer {self.output_weights!r}; choose one of {', '.join(WEIGHT_INITS)}")
+        if self.output_weights is not None:
+            WEIGHT_INIT_REGISTRY.check(self.output_weights, "output initializer")
         _require(self.rai_layers in RAI_LAYERS,
                  f"unknown rai_layers {self.rai_layers!r}; choose one of {', '.join(RAI_LAYERS)}")
         _require(_finite(self.bias_value), f"bias value must be finite, got {self.bias_value!r}")
@@ -281,8 +283,11 @@ def check_cost(what: str, cost: Cost, trials: int | None = None, held: int | Non
 
 
 def to_dict(obj: Any) -> dict:
-    """A dataclass (possibly nested) as a plain dict."""
-    return dataclasses.asdict(obj)
+    """A dataclass (possibly nested) as a plain dict; a callable setting (a user's initializer) becomes
+    ``custom:<qualified name>#<source hash>`` so that the dict is JSON-able and reproducible."""
+    from .registry import callable_hash, callable_name
+    return {k: f"{callable_name(v)}#{callable_hash(v)}" if callable(v) and not isinstance(v, (str, type)) else v
+            for k, v in dataclasses.asdict(obj).items()}
 
 
 def config_hash(payload: dict) -> str:

@@ -63,4 +63,5 @@ def single_input_applies(network, init) -> bool:
     """Whether ``p_dead_single_input`` bounds a cell's born-dead probability: ReLU, symmetric weights (not
     RAI), zero biases, plain (not residual) hidden layers. Elsewhere no closed form is offered."""
     return (network.activation == "relu" and not network.residual and init.weights != "rai"
+            and isinstance(init.weights, str)
             and init.zero_bias)

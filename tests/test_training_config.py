@@ -15,7 +15,7 @@ from collapse_mc.training.targets import Target
     (dict(batch_size=4000, n_train=3000), "larger than n_train"),
     (dict(target="sinc"), "unknown target"),
     (dict(loss="huber"), "unknown loss"),
-    (dict(optimizer="adagrad"), "unknown optimizer"),
+    (dict(optimizer="adagradd"), "unknown optimizer"),
     (dict(schedule="linear"), "unknown schedule"),
     (dict(steps=0), "steps"),
     (dict(steps=2.5), "steps"),

@@ -1,6 +1,7 @@
 """``collapse-mc estimate``: train many independent networks and estimate P(collapse) and P(born dead)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from ..distributed import add_distributed_options, distributed_estimator, is_main
@@ -13,7 +14,11 @@ TRAIN_HELP = {
     "target": "{targets}: |x|, x sin(5x), 1{{x>0}} + 0.2 sin(5x), (|x1+x2|, |x1-x2|) (default {default}; f4 sets "
               "d_in = d_out = 2)",
     "loss": "{choices} (default {default})",
-    "optimizer": "{choices} (default {default}); sgd = heavy-ball momentum, rmsprop decay = --beta2",
+    "optimizer": "adam | sgd | nesterov | rmsprop (with --lr, --momentum, --beta1, --beta2), or any other optax "
+                 "alias by name, with its own settings as --optimizer-option (default {default}; sgd = heavy-ball "
+                 "momentum, rmsprop decay = --beta2). Known: {choices}",
+    "optimizer_options": "an optimizer's own setting, e.g. --optimizer adamw --optimizer-option weight_decay=1e-4 "
+                         "(repeat for several; numbers, true/false or text)",
     "lr": "learning rate (default {default})",
     "momentum": "momentum, for sgd / nesterov / rmsprop only (default {default})",
     "beta1": "Adam beta1, for adam only (default {default})",
@@ -38,6 +43,33 @@ def _train_choices():
     return {"target": TARGET_NAMES, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
 
+class _AppendPair(argparse.Action):
+    """Collects repeated ``KEY=VALUE`` flags into a tuple of pairs (default ``()``, TrainConfig's)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (value,))
+
+
+def option_pair(text: str) -> tuple:
+    """``KEY=VALUE`` -> ``(key, value)`` with the value read as true/false, an integer, a number or text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. weight_decay=1e-4), got {text!r}")
+    value: object = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        for kind in (int, float):
+            try:
+                value = kind(raw)
+                break
+            except ValueError:
+                continue
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{key} must be finite, got {raw}")
+    return key, value
+
+
 def add_train_options(p) -> None:
     """One flag per ``TrainConfig`` field, with the field's default; ranges are checked by ``TrainConfig``."""
     from ..config import MAX_POINTS, MAX_STEPS
@@ -51,9 +83,13 @@ def add_train_options(p) -> None:
             raise RuntimeError(f"TrainConfig.{f.name} has no command-line help in cli/estimate.TRAIN_HELP")
         flag = "--" + FLAG_NAMES.get(f.name, f.name.replace("_", "-"))
         default = f.default
-        text = TRAIN_HELP[f.name].format(default=default, choices=" | ".join(choices.get(f.name, ())),
+        sep = ", " if f.name == "optimizer" else " | "
+        text = TRAIN_HELP[f.name].format(default=default, choices=sep.join(choices.get(f.name, ())),
                                          targets=", ".join(choices["target"]))
-        if f.name in choices:
+        if f.name == "optimizer_options":
+            g.add_argument("--optimizer-option", dest=f.name, action=_AppendPair, type=option_pair, default=(),
+                           metavar="KEY=VALUE", help=text)
+        elif f.name in choices:
             g.add_argument(flag, dest=f.name, default=default, type=one_of(f.name, choices[f.name]),
                            metavar=f.name.upper(), help=text)
         elif isinstance(default, bool):

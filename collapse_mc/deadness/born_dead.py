@@ -22,6 +22,7 @@ from ..config import (GAUSSIAN_WEIGHT_INITS, ConfigError, InitConfig, NetworkCon
                       check_trial_range, to_dict)
 from ..devices import TrialMap, cap_chunk, trial_mesh
 from ..estimates import clopper_pearson, wilson
+from ..nets.initializers import WEIGHT_INIT_REGISTRY
 from ..theory import p_dead_single_input, single_input_applies
 from . import probes as probes_mod
 from .dense_kernel import dense_chunk_fn
@@ -150,7 +151,9 @@ def summarize(cell: BornDeadCell, outcomes: BornDeadOutcomes, seconds: float | N
     cp = clopper_pearson(k, trials)
     rec = {
         "width": n.width, "depth": n.depth, "layers": n.layers, "d_in": n.d_in, "activation": n.activation,
-        "residual": n.residual, "init": cell.init.weights,
+        "residual": n.residual, "init": WEIGHT_INIT_REGISTRY.label(cell.init.weights),
+        **({} if isinstance(cell.init.weights, str) else
+           {"init_hash": WEIGHT_INIT_REGISTRY.identity(cell.init.weights)["hash"]}),
         "bias": "rai" if cell.init.weights == "rai" else cell.init.bias,
         "bias_value": cell.init.bias_value, "method": cell.resolved_method,
         "probes": probes_mod.describe(n, cell.init, cell.probe),

@@ -16,6 +16,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from ..registry import Registry
+
 Initializer = Callable[..., jax.Array]
 
 RAI_SIGMA_NUMERATOR = 0.6007
@@ -112,6 +114,11 @@ WEIGHT_INITIALIZERS: dict[str, Callable[[], Initializer]] = {
 }
 
 
+# name -> initializer: the hidden layers' weight initializers ``init(key, (fan_in, fan_out), dtype)``, and
+# ``rai``, which draws weights and bias together on the augmented shape ``(fan_in + 1, fan_out)``
+WEIGHT_INIT_REGISTRY = Registry("initializer", {**{k: f() for k, f in WEIGHT_INITIALIZERS.items()}, "rai": rai()})
+
+
 def bias_initializer(kind: str, value: float = 0.0) -> Initializer:
     """``zeros`` | ``constant`` (value) | ``normal`` (value = sigma_b)."""
     if kind == "zeros":
@@ -123,10 +130,12 @@ def bias_initializer(kind: str, value: float = 0.0) -> Initializer:
     raise ValueError(f"unknown bias init {kind!r}")
 
 
-def layer_initializer(weights: str, bias: str = "zeros", bias_value: float = 0.0) -> Initializer:
-    """The augmented-matrix initializer for one layer, by name (``rai`` ignores the bias setting)."""
+def layer_initializer(weights, bias: str = "zeros", bias_value: float = 0.0) -> Initializer:
+    """The augmented-matrix initializer for one layer, by name or a user's weight initializer (``rai``
+    ignores the bias setting)."""
     if weights == "rai":
         return rai()
-    if weights not in WEIGHT_INITIALIZERS:
+    if isinstance(weights, str) and weights not in WEIGHT_INITIALIZERS:
         raise ValueError(f"unknown initializer {weights!r}")
-    return affine(WEIGHT_INITIALIZERS[weights](), bias_initializer(bias, bias_value))
+    weight_init = WEIGHT_INITIALIZERS[weights]() if isinstance(weights, str) else weights
+    return affine(weight_init, bias_initializer(bias, bias_value))

@@ -18,6 +18,8 @@ Format (every table but ``[sweep]`` optional)::
     [init]                    # fixed InitConfig settings: weights (alias init), bias, bias_value, ...
     [probe]                   # born_dead only: half_width, grid_points, sample_points
     [train]                   # trained only: TrainConfig settings (target, loss, optimizer, lr, ...)
+    # optimizer = "adamw"             # any optax alias by name; its other keyword arguments are keys here
+    # weight_decay = 1e-4             # (and may be [grid] axes); floats among them share one compilation
     # model = "package.module:Name"   # trained only, in [network]: a user's Flax model (nets.user_model)
     # data = "points.npz"             # trained only, in [train]: a data set (training.data; path relative
     #                                 # to the spec file) instead of the uniform domain's target
@@ -45,6 +47,9 @@ KINDS = ("born_dead", "trained")
 TABLES = ("sweep", "grid", "network", "init", "probe", "train")
 SWEEP_KEYS = ("kind", "trials", "seed", "block_size", "chunk_size", "method", "name", "description")
 DEFAULT_BLOCK_SIZE = 1000
+# a [train] or [grid] key of a trained sweep that is no TrainConfig setting is an option of the optimizer
+# (``weight_decay = 1e-4`` for ``optimizer = "adamw"``), kept under this prefix until the cell is built
+OPTION_PREFIX, OPTION_TYPE = "opt:", "int | float | bool | str"
 
 
 class SpecError(ConfigError):
@@ -158,6 +163,7 @@ def settings_for(kind: str) -> dict[str, tuple[str, str, str]]:
     else:
         for name, ann in _fields(_training().TrainConfig).items():
             reg.setdefault(name, ("train", name, str(ann)))
+        reg.pop("optimizer_options")  # given as the optimizer's own keys (see OPTION_PREFIX)
         reg["model"] = ("network", "model", "str")
         reg["data"] = ("train", "data", "str")
     return reg
@@ -310,6 +316,9 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec",
         fixed["method"] = coerce(sw["method"], "str", f"{origin}: sweep.method")
     for table in ("network", "init", "probe", "train"):
         for k, v in data.get(table, {}).items():
+            if k not in reg and table == "train":  # an optimizer's own option (checked with the optimizer)
+                reg[OPTION_PREFIX + k] = ("train", k, OPTION_TYPE)
+                k = OPTION_PREFIX + k
             if k not in reg:
                 raise SpecError(f"{origin}: unknown setting {k!r} in [{table}]")
             if reg[k][0] != table:
@@ -321,6 +330,9 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec",
 
     grid: list[tuple[str, tuple]] = []
     for k, vals in data.get("grid", {}).items():
+        if k not in reg and kind == "trained":  # an optimizer's own option (checked with the optimizer)
+            reg[OPTION_PREFIX + k] = ("train", k, OPTION_TYPE)
+            k = OPTION_PREFIX + k
         if k not in reg:
             raise SpecError(f"{origin}: unknown grid setting {k!r}; known: {', '.join(sorted(reg))}")
         canon = "weights" if k == "init" else k
@@ -351,7 +363,8 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec",
     for combo in itertools.product(*[v for _, v in grid]):
         s = dict(fixed)
         s.update(zip(names, combo))
-        what = ", ".join(f"{'init' if k == 'weights' else k}={v}" for k, v in zip(names, combo))
+        what = ", ".join(f"{'init' if k == 'weights' else k.removeprefix(OPTION_PREFIX)}={v}"
+                         for k, v in zip(names, combo))
         c = build_cell(kind, s, seed, reg, f"{origin}: cell ({what})" if what else f"{origin}", base_dir)
         if c.cell_hash not in seen:
             seen.add(c.cell_hash)
@@ -397,9 +410,15 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
     """Construct (and so validate) one cell from flat settings ``s`` (``weights``, not ``init``)."""
     reg = reg or settings_for(kind)
     parts: dict[str, dict] = {"network": {}, "init": {}, "probe": {}, "train": {}, "sweep": {}}
+    options = {}
     for k, v in s.items():
+        if k.startswith(OPTION_PREFIX):
+            options[k.removeprefix(OPTION_PREFIX)] = v
+            continue
         sec, field, _ = reg["init" if k == "weights" else k]
         parts[sec][field] = v
+    if options:
+        parts["train"]["optimizer_options"] = options
     net = parts["network"]
     if "layers" in net:
         layers = net.pop("layers")
@@ -451,7 +470,12 @@ def build_cell(kind: str, s: dict, seed: int, reg: dict | None = None, where: st
     else:
         train = cell.train
         tid = train.identity() if hasattr(train, "identity") else to_dict(train)
+        options = tid.pop("optimizer_options", {})
         settings.update({k: v for k, v in tid.items() if k not in settings})
+        settings.update({(k if k not in settings else f"optimizer.{k}"): v for k, v in options.items()})
+        from ..training.optimizers import BUILTIN_VALUES, OPTIMIZERS
+        if train.optimizer not in BUILTIN_VALUES:  # an optax alias: record which code ran (its optax version)
+            settings["optimizer_hash"] = OPTIMIZERS.identity(train.optimizer)["hash"]
         static = train.static_part() if hasattr(train, "static_part") else tid
         # the training code caches compiled programs on (network, init, static part): cells differing only
         # in traced values (lr, momentum, beta1, beta2, target_scale) share one

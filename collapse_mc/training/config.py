@@ -7,8 +7,11 @@ Depth convention: ``NetworkConfig.depth`` counts hidden layers L_h; the papers' 
 * **static** (fix the compiled program, see ``TrainConfig.static_part``): target, loss, optimizer kind,
   schedule, steps, batch_size, n_train, whether targets are rescaled / normalized, half_width, test_points,
   collapse_rtol;
-* **traced values** (``TrainConfig.values``): lr, momentum, beta1, beta2, target_scale. Cells that differ only
-  in these share one compilation.
+* **traced values** (``TrainConfig.values``): lr, momentum, beta1, beta2, target_scale and the float
+  ``optimizer_options``. Cells that differ only in these share one compilation.
+
+``loss`` and ``optimizer`` are names from the registries ``losses.LOSSES`` and ``optimizers.OPTIMIZERS``
+(every optax alias by name) or Python callables (see ``collapse_mc.registry``).
 
 Defaults (Adam, lr 1e-3, batch 64, n_train 3000, 5000 steps) were chosen so that networks that do not
 collapse fit the target well (see the project README for the evidence).
@@ -20,19 +23,40 @@ from typing import Any
 
 from ..config import (MAX_POINTS, MAX_STEPS, ConfigError, Cost, InitConfig, NetworkConfig, DEFAULT_HALF_WIDTH,
                       _finite, _is_int, cell_id, check_cost, check_int, to_dict)
+from . import optimizers as _opt
+from .losses import CLASSIFICATION_LOSSES, LOSSES as LOSS_REGISTRY
 from .targets import TARGET_NAMES, Target, get_target, target_name
 
-LOSSES = ("mse", "l1", "softmax_cross_entropy")
-OPTIMIZERS = ("adam", "sgd", "nesterov", "rmsprop")
+LOSSES = LOSS_REGISTRY.names()
+OPTIMIZERS = _opt.OPTIMIZERS.names()
 SCHEDULES = ("constant", "cosine")
 VALUE_FIELDS = ("lr", "momentum", "beta1", "beta2", "target_scale")
 
 DEFAULT_STEPS = 5000
 DEFAULT_MOMENTUM, DEFAULT_BETA1, DEFAULT_BETA2 = 0.0, 0.9, 0.999
 # the value settings each optimizer reads (a value given to an optimizer that ignores it is refused: it would
-# change the cell's identity, and so its random stream, without changing how it trains)
-OPTIMIZER_VALUES = {"adam": ("lr", "beta1", "beta2"), "sgd": ("lr", "momentum"), "nesterov": ("lr", "momentum"),
-                    "rmsprop": ("lr", "beta2", "momentum")}
+# change the cell's identity, and so its random stream, without changing how it trains); any other optimizer
+# reads lr, and its own settings come in optimizer_options
+OPTIMIZER_VALUES = _opt.BUILTIN_VALUES
+OPTION_TYPES = (bool, int, float, str)
+
+
+def _normalize_options(options) -> tuple:
+    """``optimizer_options`` (a dict or pairs) as sorted ``(name, value)`` pairs; ints stay ints."""
+    if isinstance(options, dict):
+        options = tuple(options.items())
+    _require(isinstance(options, (tuple, list)) and all(isinstance(p, (tuple, list)) and len(p) == 2
+                                                      and isinstance(p[0], str) for p in options),
+             "optimizer_options must be a dict {name: value}")
+    out = []
+    for k, v in options:
+        _require(isinstance(v, OPTION_TYPES), f"optimizer option {k} must be a number, true/false or a string, "
+                                              f"got {v!r}")
+        _require(not isinstance(v, float) or _finite(v), f"optimizer option {k} must be finite, got {v!r}")
+        out.append((k, v))
+    names = [k for k, _ in out]
+    _require(len(set(names)) == len(names), "optimizer_options: an option is given twice")
+    return tuple(sorted(out))
 
 
 def _require(cond: bool, message: str) -> None:
@@ -45,8 +69,8 @@ class TrainStatic:
     """The shape part of a ``TrainConfig``: everything that fixes the compiled program."""
 
     target: "str | Target"
-    loss: str
-    optimizer: str
+    loss: Any                    # a registered name or a callable
+    optimizer: Any               # a registered name or a factory callable
     schedule: str
     steps: int
     batch_size: int | None      # None = full batch
@@ -56,15 +80,19 @@ class TrainStatic:
     half_width: float
     test_points: int
     collapse_rtol: float
+    optimizer_options: tuple = ()  # (name, value) pairs, float values replaced by optimizers.TRACED
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How every trial of a cell is trained and classified.
 
-    ``target``: abs | xsin5x | step | f4, or a ``targets.Target``. ``loss``: mse | l1. ``optimizer``: adam
-    (lr, beta1, beta2) | sgd (heavy-ball ``momentum``) | nesterov (Nesterov ``momentum``) | rmsprop (decay
-    = ``beta2``, ``momentum``). ``schedule``: constant | cosine (lr * (1 + cos(pi t / steps)) / 2).
+    ``target``: abs | xsin5x | step | f4, or a ``targets.Target``. ``loss``: mse | l1 | softmax_cross_entropy
+    (classification data), or a callable ``(pred, target) -> scalar``. ``optimizer``: adam (lr, beta1, beta2)
+    | sgd (heavy-ball ``momentum``) | nesterov (Nesterov ``momentum``) | rmsprop (decay = ``beta2``,
+    ``momentum``) | any other optax alias by name (``adamw``, ``lion``, ...), or a callable
+    ``(learning_rate, **options) -> optax.GradientTransformation``. ``optimizer_options``: the optimizer's
+    other keyword arguments (``{"weight_decay": 1e-4}``; floats are traced). ``schedule``: constant | cosine (lr * (1 + cos(pi t / steps)) / 2).
     ``batch_size``: minibatch size, drawn with replacement every step; 0, None or ``n_train`` = full batch.
     ``n_train``: training points drawn uniformly on [-a, a]^d_in independently for every trial (a =
     ``half_width``). ``target_scale``: None keeps the natural scale; else targets are multiplied so that their
@@ -91,13 +119,22 @@ class TrainConfig:
     half_width: float = DEFAULT_HALF_WIDTH
     test_points: int = 1025
     collapse_rtol: float = 1e-2
+    optimizer_options: Any = ()
 
     def __post_init__(self):
         _require(isinstance(self.target, Target) or self.target in TARGET_NAMES,
                  f"unknown target {self.target!r}; choose one of {', '.join(TARGET_NAMES)}")
-        _require(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        _require(self.optimizer in OPTIMIZERS,
-                 f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        LOSS_REGISTRY.check(self.loss)
+        _opt.OPTIMIZERS.check(self.optimizer)
+        object.__setattr__(self, "optimizer_options", _normalize_options(self.optimizer_options))
+        accepted = _opt.option_names(self.optimizer)
+        for k, _ in self.optimizer_options:
+            _require(k not in ("learning_rate", "lr"), "the learning rate is lr, not an optimizer option")
+            _require(accepted is None or k in accepted,
+                     f"{k} is not an option of optimizer {_opt.OPTIMIZERS.label(self.optimizer)!r}"
+                     + (f" (its options: {', '.join(accepted)})" if accepted else " (it takes none)")
+                     + (f"; use {', '.join(OPTIMIZER_VALUES[self.optimizer][1:])}"
+                        if self.optimizer in OPTIMIZER_VALUES and k in _opt.BUILTIN_KEYWORDS[self.optimizer] else ""))
         _require(self.schedule in SCHEDULES,
                  f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         _require(_finite(self.lr) and 0 <= self.lr <= 1e6,
@@ -105,7 +142,7 @@ class TrainConfig:
         _require(_finite(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
         _require(_finite(self.beta1) and 0 <= self.beta1 < 1, f"beta1 must be in [0, 1), got {self.beta1!r}")
         _require(_finite(self.beta2) and 0 <= self.beta2 < 1, f"beta2 must be in [0, 1), got {self.beta2!r}")
-        used = OPTIMIZER_VALUES[self.optimizer]
+        used = OPTIMIZER_VALUES.get(self.optimizer, ("lr",)) if isinstance(self.optimizer, str) else ("lr",)
         for name, default in (("momentum", DEFAULT_MOMENTUM), ("beta1", DEFAULT_BETA1), ("beta2", DEFAULT_BETA2)):
             _require(name in used or getattr(self, name) == default,
                      f"{name} is not used by optimizer {self.optimizer!r} (it reads {', '.join(used)}); leave it at "
@@ -140,24 +177,33 @@ class TrainConfig:
             target=self.target, loss=self.loss, optimizer=self.optimizer, schedule=self.schedule,
             steps=self.steps, batch_size=None if self.full_batch else int(self.batch_size), n_train=self.n_train,
             scaled=self.target_scale is not None, normalize_target=self.normalize_target,
-            half_width=float(self.half_width), test_points=self.test_points, collapse_rtol=float(self.collapse_rtol))
+            half_width=float(self.half_width), test_points=self.test_points, collapse_rtol=float(self.collapse_rtol),
+            optimizer_options=_opt.static_options(self.optimizer_options))
 
     def values(self) -> dict[str, float]:
-        """The traced settings as floats (``target_scale`` is 1.0 when None; ``static_part().scaled`` says)."""
+        """The traced settings as floats (``target_scale`` is 1.0 when None; ``static_part().scaled`` says;
+        float optimizer options as ``opt:<name>``)."""
         return {"lr": float(self.lr), "momentum": float(self.momentum), "beta1": float(self.beta1),
                 "beta2": float(self.beta2),
-                "target_scale": 1.0 if self.target_scale is None else float(self.target_scale)}
+                "target_scale": 1.0 if self.target_scale is None else float(self.target_scale),
+                **_opt.option_values(self.optimizer_options)}
 
     def identity(self) -> dict:
-        """JSON-able settings (the target by name; batch_size 0 -> None)."""
+        """JSON-able settings (the target by name; batch_size 0 -> None; a callable loss or optimizer as
+        ``custom:<name>#<hash>``; ``optimizer_options`` only when given, so older cells keep their ids)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["target"] = target_name(self.target)
+        d["loss"] = LOSS_REGISTRY.cell_value(self.loss)
+        d["optimizer"] = _opt.OPTIMIZERS.cell_value(self.optimizer)
+        if self.optimizer_options:
+            d["optimizer_options"] = dict(self.optimizer_options)
+        else:
+            del d["optimizer_options"]
         d["batch_size"] = None if self.full_batch else int(self.batch_size)
         return d
 
 
 DATA_FIXED = ("target", "target_scale", "normalize_target", "half_width", "test_points", "n_train")  # uniform domain only
-CLASSIFICATION_LOSSES = ("softmax_cross_entropy",)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Training losses on ``(d_out, B)`` predictions and targets (mean over points and outputs).
+"""Training losses (the registry ``LOSSES``): regression losses take ``(d_out, B)`` predictions and targets
+(mean over points and outputs); classification losses take ``logits (B, C)`` and integer ``labels (B,)``.
+A Python callable with the same signature is accepted wherever a loss name is.
 
 With MSE a constant network's best constant is the mean of the training targets; with L1 it is a median
 (per output).
@@ -7,6 +9,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from ..registry import Registry
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -25,8 +29,10 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
-LOSSES = {"mse": mse, "l1": l1, "softmax_cross_entropy": softmax_cross_entropy}
+LOSSES = Registry("loss", {"mse": mse, "l1": l1, "softmax_cross_entropy": softmax_cross_entropy})
+CLASSIFICATION_LOSSES = ("softmax_cross_entropy",)
 
 
-def get_loss(name: str):
-    return LOSSES[name]
+def get_loss(loss):
+    """The loss function for a registered name or a callable."""
+    return LOSSES.resolve(loss)

@@ -20,7 +20,9 @@ import numpy as np
 from ..estimates import wilson
 from .config import TrainCell
 from .targets import target_name, target_stats
-from .optimizers import optimizer_identity
+from ..nets.initializers import WEIGHT_INIT_REGISTRY
+from .losses import LOSSES
+from .optimizers import OPTIMIZERS, optimizer_identity
 from .trainer import TrainOutcomes, train_outcomes
 
 
@@ -101,9 +103,12 @@ def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float 
     alive_trained = ~o.collapsed & ~o.diverged
     rec = {
         "width": n.width, "depth": n.depth, "layers": n.layers, "d_in": n.d_in, "d_out": n.d_out,
-        "activation": n.activation, "residual": n.residual, "init": init.weights,
+        "activation": n.activation, "residual": n.residual, "init": WEIGHT_INIT_REGISTRY.label(init.weights),
+        "init_hash": WEIGHT_INIT_REGISTRY.identity(init.weights)["hash"],
         "bias": "rai" if init.weights == "rai" else init.bias, "bias_value": init.bias_value,
-        "target": target_name(t.target), "loss": t.loss, "optimizer": t.optimizer, "lr": t.lr,
+        "target": target_name(t.target), "loss": LOSSES.label(t.loss), "loss_hash": LOSSES.identity(t.loss)["hash"],
+        "optimizer": OPTIMIZERS.label(t.optimizer), "optimizer_hash": OPTIMIZERS.identity(t.optimizer)["hash"],
+        **({"optimizer_options": dict(t.optimizer_options)} if t.optimizer_options else {}), "lr": t.lr,
         "momentum": t.momentum, "beta1": t.beta1, "beta2": t.beta2, "steps": t.steps,
         "batch_size": None if t.full_batch else t.batch_size, "n_train": t.n_train, "target_scale": t.target_scale,
         "normalize_target": t.normalize_target, "schedule": t.schedule, "half_width": t.half_width,
@@ -118,6 +123,7 @@ def summarize_training(cell: TrainCell, outcomes: TrainOutcomes, seconds: float 
         ident = optimizer_identity(optimizer)
         rec.update(optimizer=f"custom:{ident['name']}", optimizer_hash=ident["hash"], lr=None, momentum=None,
                    beta1=None, beta2=None)
+        rec.pop("optimizer_options", None)
     rec.update(probabilities(counts))
     rec["p"], rec["ci_low"], rec["ci_high"] = rec["p_collapse"], rec["p_collapse_ci_low"], rec["p_collapse_ci_high"]
     died = o.died_at_step[(o.died_at_step > 0) & ~o.born_dead]

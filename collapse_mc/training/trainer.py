@@ -361,6 +361,9 @@ def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chu
     (see ``train_map``). A cell with a ``model`` or ``data`` always takes the generic path.
     """
     check_trial_range(start, stop)
+    if optimizer is not None and cell.train.optimizer_options:
+        raise ConfigError("optimizer_options configure the named optimizer; they would be ignored with an optax "
+                          "optimizer passed in (set its options where you build it)")
     if after_death not in AFTER_DEATH:
         raise ConfigError(f"after_death must be one of {', '.join(AFTER_DEATH)}, got {after_death!r}")
     t0 = time.perf_counter()
