@@ -166,12 +166,13 @@ def check_cmd(args) -> int:
 
 def _sweep_hashes(st, args):
     """The cell hashes of ``--sweep`` (None: every cell)."""
+    from ..store.rows import sweep_cell_hashes
     if not getattr(args, "sweep", None):
         return None
-    matches = [s for s in st.status() if s["name"] == args.sweep or s["sweep_hash"].startswith(args.sweep)]
-    if not matches:
+    hashes = sweep_cell_hashes(st, args.sweep)
+    if hashes is None:
         raise UsageError(f"--sweep: no sweep named {args.sweep!r} in {args.db}")
-    return list(dict.fromkeys(c["cell_hash"] for s in matches for c in s["cells"]))
+    return hashes
 
 
 def _rows(args, level: str) -> list[dict]:

@@ -30,19 +30,30 @@ def _clean(v):
     return v
 
 
-def cell_rows(store: Store, kind: str | None = None, cell_hashes=None) -> list[dict]:
-    """One row per cell: its settings, then ``RESULT_KEYS`` (counts, p with its 95 % Wilson interval, ...)."""
-    return [{k: _clean(v) for k, v in r.items()} for r in store.cell_estimates(cell_hashes, kind=kind)]
+def cell_rows(store: Store, kind: str | None = None, cell_hashes=None, confidence: float = 0.95) -> list[dict]:
+    """One row per cell: its settings, then ``RESULT_KEYS`` (counts, p with its Wilson interval at ``confidence``,
+    ...)."""
+    return [{k: _clean(v) for k, v in r.items()}
+            for r in store.cell_estimates(cell_hashes, kind=kind, confidence=confidence)]
 
 
-def depth_rows(store: Store, cell_hashes=None) -> list[dict]:
+def sweep_cell_hashes(store: Store, sweep: str) -> list[str] | None:
+    """The cells of the sweeps named ``sweep`` (or whose hash starts with it), in plan order; None if none match."""
+    members = store.sweep_cells()
+    chosen = {h for h, name, _ in members if name == sweep or (sweep and h.startswith(sweep))}
+    if not chosen:
+        return None
+    return list(dict.fromkeys(c for h, _, c in members if h in chosen and c is not None))
+
+
+def depth_rows(store: Store, cell_hashes=None, confidence: float = 0.95) -> list[dict]:
     """P(born dead) at every depth d = 1 .. the cell's depth, for every born-dead or trained cell with trials.
 
     A network is born dead at depth d when one of its first d hidden layers is constant on the domain, so one
     cell's per-trial first dead layers give the probability at every smaller depth (the same networks, cut
     after d layers). Row: the cell's settings with ``depth`` = d and ``layers`` = d + 1, ``cell_depth`` (the
     depth of the cell the trials come from), ``trials``, ``born_dead`` (count at depth d), ``p``, ``ci_low``,
-    ``ci_high`` (95 % Wilson), ``cell_hash``.
+    ``ci_high`` (Wilson, at ``confidence``), ``cell_hash``.
     """
     want = None if cell_hashes is None else set(cell_hashes)
     out = []
@@ -58,7 +69,7 @@ def depth_rows(store: Store, cell_hashes=None) -> list[dict]:
         k = np.cumsum(np.bincount(f[(f > 0) & (f <= depth)], minlength=depth + 1)[1:])
         n = len(f)
         for d in range(1, depth + 1):
-            e = wilson(int(k[d - 1]), n)
+            e = wilson(int(k[d - 1]), n, confidence)
             out.append({**s, "depth": d, "layers": d + 1, "cell_depth": depth, "trials": n,
                         "born_dead": int(k[d - 1]), "p": e.p, "ci_low": e.ci_low, "ci_high": e.ci_high,
                         "cell_hash": c["cell_hash"]})
@@ -116,4 +127,4 @@ def load_rows(db, level: str = "cells", kind: str | None = None) -> list[dict]:
         return trial_rows(st, kind)
 
 
-__all__ = ["LEVELS", "block_rows", "cell_rows", "depth_rows", "load_rows", "trial_rows"]
+__all__ = ["LEVELS", "block_rows", "cell_rows", "depth_rows", "load_rows", "sweep_cell_hashes", "trial_rows"]

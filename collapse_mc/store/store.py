@@ -662,6 +662,13 @@ class Store:
         return [{"sweep_hash": h, "name": n, "kind": k, "spec": json.loads(s), "created_at": c, "updated_at": u}
                 for h, n, k, s, c, u in cur]
 
+    def sweep_cells(self) -> list[tuple[str, str, str | None]]:
+        """``(sweep_hash, name, cell_hash)`` for every cell in every sweep's plan: sweeps in the order they were
+        recorded, cells in plan order (``cell_hash`` None for a sweep with an empty plan)."""
+        return [tuple(r) for r in self.con.execute(
+            "SELECT s.sweep_hash, s.name, p.cell_hash FROM sweeps s LEFT JOIN plan p ON p.sweep_hash = s.sweep_hash "
+            "ORDER BY s.created_at, s.rowid, p.position")]
+
     def status(self) -> list[dict]:
         """Per sweep: its cells with trials done (recorded within the plan) / planned."""
         out = []
