@@ -60,3 +60,18 @@ def test_trained_sweep(tmp_path):
             assert not np.any(stored["born_dead"].astype(bool) & ~stored["collapsed"].astype(bool))
     again = run_sweep(spec.with_trials(8), db)
     assert again["trials_computed"] == 4  # only trials 6, 7 of each cell
+
+
+def test_figures_compare_trained_cells_that_differ_only_in_init(tmp_path):
+    """Trained cells with the same settings but for the initializer are drawn side by side (the grouping must
+    ignore every result key, including the trained-only estimates)."""
+    from collapse_mc.figures.regenerate import _without
+    from collapse_mc.store import RESULT_KEYS
+    spec = parse_spec_text(SPEC.replace("lr = [1e-3, 3e-2]", 'init = ["he_normal", "rai"]'))
+    db = tmp_path / "i.sqlite"
+    run_sweep(spec, db)
+    with Store(db, readonly=True) as st:
+        rows = st.cell_estimates(kind="trained")
+    assert len(rows) == 2 and {r["init"] for r in rows} == {"he_normal", "rai"}
+    assert set(rows[0]) - set(RESULT_KEYS) == set(spec.cells[0].settings)  # every other key is a setting
+    assert _without(rows[0], ("init", "weights")) == _without(rows[1], ("init", "weights"))

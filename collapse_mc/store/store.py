@@ -45,8 +45,11 @@ STORED_DTYPES = {
 COUNT_COLUMNS = ("trials", "born_dead", "collapsed", "diverged")
 # The keys ``Store.cell_estimates`` puts after a cell's settings (everything else in a row is a setting). The one
 # list the CLI (results, export), the figures and rows use to tell settings from results.
-RESULT_KEYS = ("trials", "born_dead", "collapsed", "diverged", "p", "ci_low", "ci_high", "p_born_dead",
-               "born_dead_ci_low", "born_dead_ci_high", "dead_fraction", "blocks", "cell_hash")
+RESULT_KEYS = ("trials", "born_dead", "collapsed", "diverged", "dead_after_training", "near_flat_at_init", "decided",
+               "p", "ci_low", "ci_high", "p_born_dead", "born_dead_ci_low", "born_dead_ci_high",
+               *(f"{p}{end}" for p in ("p_dead_after_training", "p_near_flat_at_init", "p_diverged")
+                 for end in ("", "_ci_low", "_ci_high")),
+               "dead_fraction", "blocks", "cell_hash")
 
 
 class StoreError(ConfigError):
