@@ -1,6 +1,7 @@
-"""Training losses (the registry ``LOSSES``): regression losses take ``(d_out, B)`` predictions and targets
-(mean over points and outputs); classification losses take ``logits (B, C)`` and integer ``labels (B,)``.
-A Python callable with the same signature is accepted wherever a loss name is.
+"""Training losses (the registry ``LOSSES``): regression losses take predictions and targets of one shape
+(``(d_out, B)`` on the built-in MLP's path, ``(B, d_out)`` on the generic model path; a mean over both axes,
+as here, works on both); classification losses take ``logits (B, C)`` and integer ``labels (B,)``. A Python
+callable with the same signature is accepted wherever a loss name is.
 
 With MSE a constant network's best constant is the mean of the training targets; with L1 it is a median
 (per output).
