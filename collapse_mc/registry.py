@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import re
 import types
 from collections.abc import Callable, Mapping
 
@@ -55,9 +56,13 @@ def _describe(obj, depth: int = 0) -> str:
     return "\n".join(parts)
 
 
+_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
+
+
 def callable_hash(fn) -> str:
-    """16 hex digits of SHA-256 over the callable's source and captured constants (see ``_describe``)."""
-    return hashlib.sha256(_describe(fn).encode()).hexdigest()[:16]
+    """16 hex digits of SHA-256 over the callable's source and captured constants (see ``_describe``); memory
+    addresses in reprs (``<object at 0x...>``) are dropped so the hash is the same in every process."""
+    return hashlib.sha256(_ADDRESS.sub("", _describe(fn)).encode()).hexdigest()[:16]
 
 
 class Registry(Mapping):

@@ -144,6 +144,26 @@ def test_a_callable_initializer_draws_the_weights_and_the_bias_setting_the_bias(
     np.testing.assert_allclose(a[:-1], my_weights(jax.random.split(jax.random.key(0))[0], (3, 3)), rtol=1e-6)
 
 
+def test_a_callable_hash_is_the_same_in_another_process():
+    """Captured objects whose repr holds a memory address must not change the hash (or a cell's id) between
+    runs: hash a closure over such an object here and in a fresh interpreter."""
+    import subprocess
+    import sys
+    code = ("from collapse_mc.registry import callable_hash\n"
+            "from tests.test_registry import make_closure\n"
+            "print(callable_hash(make_closure()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == callable_hash(make_closure())
+
+
+def make_closure():
+    marker = object()  # repr '<object object at 0x...>'
+
+    def scaled(key, shape, dtype=np.float32):
+        return marker is not None
+    return scaled
+
+
 def test_different_callables_with_the_same_name_get_different_hashes():
     def f(pred, target):
         return (pred - target).mean()
