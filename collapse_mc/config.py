@@ -285,8 +285,8 @@ def check_cost(what: str, cost: Cost, trials: int | None = None, held: int | Non
 def to_dict(obj: Any) -> dict:
     """A dataclass (possibly nested) as a plain dict; a callable setting (a user's initializer) becomes
     ``custom:<qualified name>#<source hash>`` so that the dict is JSON-able and reproducible."""
-    from .registry import callable_hash, callable_name
-    return {k: f"{callable_name(v)}#{callable_hash(v)}" if callable(v) and not isinstance(v, (str, type)) else v
+    from .registry import callable_value
+    return {k: callable_value(v) if callable(v) and not isinstance(v, (str, type)) else v
             for k, v in dataclasses.asdict(obj).items()}
 
 

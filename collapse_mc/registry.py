@@ -65,6 +65,11 @@ def callable_hash(fn) -> str:
     return hashlib.sha256(_ADDRESS.sub("", _describe(fn)).encode()).hexdigest()[:16]
 
 
+def callable_value(fn) -> str:
+    """``custom:<qualified name>#<hash>``: how a callable setting enters a cell's identity."""
+    return f"{callable_name(fn)}#{callable_hash(fn)}"
+
+
 class Registry(Mapping):
     """A read-only mapping name -> callable for one ``kind`` of setting (``"loss"``, ...)."""
 
@@ -105,7 +110,7 @@ class Registry(Mapping):
     def cell_value(self, value) -> str:
         """What enters a cell's identity: the name, or ``custom:<qualified name>#<hash>`` for a callable (a
         registered name does not carry its hash, so editing the library's code keeps old cells' ids)."""
-        return value if isinstance(value, str) else f"{callable_name(value)}#{callable_hash(value)}"
+        return value if isinstance(value, str) else callable_value(value)
 
     def identity(self, value) -> dict:
         """``{"name": label, "hash": callable_hash}`` of what runs for ``value``."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 from ..distributed import add_distributed_options, distributed_estimator, is_main
 from .common import (add_depth_options, add_json_option, add_network_options, add_run_options, depths_from,
@@ -65,7 +66,7 @@ def option_pair(text: str) -> tuple:
                 break
             except ValueError:
                 continue
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+    if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{key} must be finite, got {raw}")
     return key, value
 

@@ -258,6 +258,12 @@ def parse_spec_text(text: str, origin: str = "spec", base_dir: str | Path | None
     return parse_spec(data, source=text, origin=origin, base_dir=base_dir)
 
 
+def _option_key(reg: dict, key: str) -> str:
+    """Register ``key`` as an optimizer option (checked when the cell's optimizer is known); its prefixed name."""
+    reg[OPTION_PREFIX + key] = ("train", key, OPTION_TYPE)
+    return OPTION_PREFIX + key
+
+
 def _int(value, where: str, minimum: int, maximum: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise SpecError(f"{where} must be an integer, got {json.dumps(value, default=str)}")
@@ -316,9 +322,8 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec",
         fixed["method"] = coerce(sw["method"], "str", f"{origin}: sweep.method")
     for table in ("network", "init", "probe", "train"):
         for k, v in data.get(table, {}).items():
-            if k not in reg and table == "train":  # an optimizer's own option (checked with the optimizer)
-                reg[OPTION_PREFIX + k] = ("train", k, OPTION_TYPE)
-                k = OPTION_PREFIX + k
+            if k not in reg and table == "train":
+                k = _option_key(reg, k)
             if k not in reg:
                 raise SpecError(f"{origin}: unknown setting {k!r} in [{table}]")
             if reg[k][0] != table:
@@ -330,9 +335,8 @@ def parse_spec(data: dict, source: str | None = None, origin: str = "spec",
 
     grid: list[tuple[str, tuple]] = []
     for k, vals in data.get("grid", {}).items():
-        if k not in reg and kind == "trained":  # an optimizer's own option (checked with the optimizer)
-            reg[OPTION_PREFIX + k] = ("train", k, OPTION_TYPE)
-            k = OPTION_PREFIX + k
+        if k not in reg and kind == "trained":
+            k = _option_key(reg, k)
         if k not in reg:
             raise SpecError(f"{origin}: unknown grid setting {k!r}; known: {', '.join(sorted(reg))}")
         canon = "weights" if k == "init" else k

@@ -92,7 +92,8 @@ class TrainConfig:
     | sgd (heavy-ball ``momentum``) | nesterov (Nesterov ``momentum``) | rmsprop (decay = ``beta2``,
     ``momentum``) | any other optax alias by name (``adamw``, ``lion``, ...), or a callable
     ``(learning_rate, **options) -> optax.GradientTransformation``. ``optimizer_options``: the optimizer's
-    other keyword arguments (``{"weight_decay": 1e-4}``; floats are traced). ``schedule``: constant | cosine (lr * (1 + cos(pi t / steps)) / 2).
+    other keyword arguments (``{"weight_decay": 1e-4}``; floats are traced). ``schedule``: constant | cosine
+    (lr * (1 + cos(pi t / steps)) / 2).
     ``batch_size``: minibatch size, drawn with replacement every step; 0, None or ``n_train`` = full batch.
     ``n_train``: training points drawn uniformly on [-a, a]^d_in independently for every trial (a =
     ``half_width``). ``target_scale``: None keeps the natural scale; else targets are multiplied so that their

@@ -95,8 +95,6 @@ AFTER_DEATH = ("train", "stop", "full")
 OUTCOME_FIELDS = TrainOutcomes._fields  # the per-trial arrays stored for a trained block
 
 
-
-
 class _Timed:
     """A jitted function compiled ahead of time at its first call; ``seconds`` accumulates compile time."""
 
