@@ -90,6 +90,20 @@ def test_retired_networks_have_the_outcomes_of_full_training(dying_full):
     assert rec["p_collapse"] == summarize_training(DYING, full)["p_collapse"]
 
 
+def test_live_networks_repacked_into_full_and_tail_chunks_give_the_same_outcomes(dying_full, monkeypatch):
+    """The default driver trains live networks in full chunks while enough remain and the rest in small tail
+    chunks (as networks die the mix changes every block): outcomes equal those of one fixed chunk size."""
+    monkeypatch.setattr(trainer, "TAIL_CHUNK_PER_DEVICE", 1)
+    monkeypatch.setattr(trainer, "TAIL_CHUNKS_ONLY", 1)
+    tm = trainer.train_map(DYING, trials=32)
+    assert tm.full_chunk == 32 and tm.tail_chunk == len(jax.local_devices())
+    for after_death in ("stop", "full"):
+        fixed = (dying_full if after_death == "full" else
+                 train_outcomes(DYING, 0, 32, seed=2, chunk_size=8, after_death=after_death))
+        assert_same(fixed, train_outcomes(DYING, 0, 32, seed=2, after_death=after_death))
+    assert set(tm._full.compiled) == {32, tm.tail_chunk}  # both sizes ran
+
+
 def test_dead_after_training_agrees_with_the_reference_deadness_test(dying_full):
     """Trials never found dead in training have no hidden layer constant on the test grid after training
     (the Flax MLP's own layer report, independent of the training path's features-major check)."""

@@ -10,8 +10,9 @@ within a wave the driver runs blocks of ``CHECK_EVERY`` steps:
 * a trial found dead (at initialization or after a block) is **retired**: its classification as dead is
   final (no gradient can reach below a dead layer), so from then on it runs ``TrainProgram.cheap_block``,
   which trains only what can still move (the constant output, through the layers above the dead one) at the
-  cost of one point instead of a minibatch. Alive trials are re-packed into full chunks every block, so the
-  full-step work follows the number of live networks.
+  cost of one point instead of a minibatch. Alive trials are re-packed every block into full chunks and, for
+  the few left over, small tail chunks (``TAIL_CHUNK_PER_DEVICE``), so the full-step work follows the number
+  of live networks.
 
 ``after_death`` chooses what a retired trial does: ``"train"`` (default) the cheap path to the last step;
 ``"stop"``: nothing more (its collapse constant, final loss, test error and dead fractions are then those at
@@ -49,6 +50,12 @@ WAVE_MEMORY_BYTES = 512 << 20     # host memory for one wave's states and traini
 CPU_CACHE_BYTES = 256 << 10
 MAX_DEPTH_CAPACITY = 1024        # the deepest program a traced depth may run in
 FULL_CHUNK_PER_DEVICE = 64        # full steps run on few live trials: smaller chunks waste less padding
+# live trials left over after the full chunks train in chunks of this many per device: a full step costs nearly
+# the same per network at every chunk size down to a few per device (measured, widths 4-12, L_h 16-48), so
+# padding a few live networks up to a full chunk is waste (a 20-trial cell in a 32-chunk wasted 37 %, more as
+# its networks died); a run of at most ``TAIL_CHUNKS_ONLY`` tail chunks uses tail chunks only (one compilation)
+TAIL_CHUNK_PER_DEVICE = 4
+TAIL_CHUNKS_ONLY = 4
 # init, the checks at initialization and the classification run once per trial and are cheap to run but slow
 # to compile (random-number generation, the 1,025-point grid): on CPU they are compiled without LLVM's
 # optimizations (init about 3x, the others about 2x faster to compile). Only the training steps keep them.
@@ -96,17 +103,19 @@ OUTCOME_FIELDS = TrainOutcomes._fields  # the per-trial arrays stored for a trai
 
 
 class _Timed:
-    """A jitted function compiled ahead of time at its first call; ``seconds`` accumulates compile time."""
+    """A jitted function compiled ahead of time at its first call for each chunk size (the leading axis of its
+    first argument's first leaf); ``clock[0]`` accumulates compile time."""
 
     def __init__(self, jitted, clock: list):
-        self.jitted, self.compiled, self.clock = jitted, None, clock
+        self.jitted, self.compiled, self.clock = jitted, {}, clock
 
     def __call__(self, *args):
-        if self.compiled is None:
+        size = jax.tree.leaves(args[0])[0].shape[0]
+        if size not in self.compiled:
             t0 = time.perf_counter()
-            self.compiled = self.jitted.lower(*args).compile()
+            self.compiled[size] = self.jitted.lower(*args).compile()
             self.clock[0] += time.perf_counter() - t0
-        return self.compiled(*args)
+        return self.compiled[size](*args)
 
 
 class TrainMap:
@@ -118,10 +127,11 @@ class TrainMap:
     """
 
     def __init__(self, program: TrainProgram, chunk_size: int, mesh, block: int = CHECK_EVERY,
-                 full_chunk: int | None = None):
+                 full_chunk: int | None = None, tail_chunk: int | None = None):
         self.program, self.mesh, self.block = program, mesh, block
         self.chunk_size = round_up(max(1, int(chunk_size)), mesh.devices.size)
         self.full_chunk = round_up(max(1, int(full_chunk or chunk_size)), mesh.devices.size)
+        self.tail_chunk = round_up(max(1, int(tail_chunk or self.full_chunk)), mesh.devices.size)
         self._sharding = NamedSharding(mesh, P(AXIS))
         self._replicated = NamedSharding(mesh, P())
         self._clock = [0.0]
@@ -175,6 +185,13 @@ class TrainMap:
         """``(rows (c,), n)`` per chunk of the positions ``idx`` (``devices.padded_chunks``)."""
         return padded_chunks(idx, c or self.chunk_size)
 
+    def _live_chunks(self, idx: np.ndarray):
+        """``(rows, n)`` for the full steps of the live positions ``idx``: chunks of ``full_chunk`` while that
+        many remain, the rest in chunks of ``tail_chunk`` (at most ``tail_chunk - 1`` padded rows)."""
+        whole = len(idx) - len(idx) % self.full_chunk
+        yield from padded_chunks(idx[:whole], self.full_chunk)
+        yield from padded_chunks(idx[whole:], self.tail_chunk)
+
     def __call__(self, start: int, stop: int, root, values, progress: Callable[[int], None] | None = None,
                  after_death: str = "train") -> dict:
         """Outcomes (numpy, trial axis first) for global trials ``start .. stop - 1``."""
@@ -216,7 +233,7 @@ class TrainMap:
             if not any(len(rows) for _, rows in groups):
                 break  # every trial stopped at its death
             for cheap, rows_all in groups:
-                for rows, n in self._chunks(rows_all, None if cheap else self.full_chunk):
+                for rows, n in (self._chunks(rows_all) if cheap else self._live_chunks(rows_all)):
                     args = (self._put(gather(state, rows)), self._put(gather(data, rows)),
                             self._put(trials[rows]), root, values, step0)
                     if cheap:
@@ -290,10 +307,10 @@ def _program(network, init, static, optimizer, traced_depth=False, model=None, d
 
 
 @functools.lru_cache(maxsize=32)
-def _train_map(network, init, static, optimizer, chunk_size, devices, block, full_chunk,
+def _train_map(network, init, static, optimizer, chunk_size, devices, block, full_chunk, tail_chunk,
                traced_depth=False, model=None, data=None, generic=False) -> TrainMap:
     return TrainMap(_program(network, init, static, optimizer, traced_depth, model, data, generic), chunk_size,
-                    trial_mesh(devices), block, full_chunk)
+                    trial_mesh(devices), block, full_chunk, tail_chunk)
 
 
 def check_depth_capacity(cell: TrainCell, depth_capacity: int | None) -> None:
@@ -322,10 +339,15 @@ def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, tria
     chunk = chunk_size or default_chunk_size(cell, len(devices), devices[0].platform)
     if chunk_size is None and trials is not None:
         chunk = cap_chunk(chunk, trials, len(devices))
-    full = chunk if chunk_size else min(chunk, FULL_CHUNK_PER_DEVICE * len(devices))
+    full = tail = chunk  # an explicit chunk size is the only one used
+    if not chunk_size:
+        full = min(chunk, FULL_CHUNK_PER_DEVICE * len(devices))
+        tail = min(full, TAIL_CHUNK_PER_DEVICE * len(devices))
+        if full <= TAIL_CHUNKS_ONLY * tail:
+            full = tail
     block = min(CHECK_EVERY, cell.train.steps)
     return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full,
-                      depth_capacity is not None, cell.model, cell.data, generic)
+                      tail, depth_capacity is not None, cell.model, cell.data, generic)
 
 
 def root_array(seed: int, cell: TrainCell) -> jax.Array:
