@@ -9,7 +9,7 @@ from collapse_mc.config import ConfigError, InitConfig, NetworkConfig
 from collapse_mc.nets.mlp import init_params
 from collapse_mc.training import trainer
 from collapse_mc.training.config import TrainCell, TrainConfig
-from collapse_mc.training.forward import deadness_t, forward_t
+from collapse_mc.training.forward import deadness_t, forward_t, loss_and_grad_t, saved_buffers
 
 
 @pytest.mark.parametrize("width,depth,capacity,init,residual", [
@@ -59,6 +59,29 @@ def test_forward_and_deadness_at_a_traced_depth_equal_the_shallower_network():
     np.testing.assert_allclose(g["hidden"]["affine"][:3], g2["hidden"]["affine"], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(g["hidden"]["affine"][3:], 0)  # skipped layers get no gradient
     np.testing.assert_allclose(g["input"], g2["input"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_hand_gradient_with_carried_buffers_equals_autodiff(residual):
+    """``loss_and_grad_t`` (the traced-depth training step) = ``jax.value_and_grad`` of the loss, bit for bit,
+    whatever the carried buffers hold beforehand (NaN here: entries are written before they are read, and
+    those above the active depth are never read); the returned buffers hold the active layers' activations."""
+    net = NetworkConfig(width=3, depth=7, residual=residual)
+    params = init_params(net, InitConfig(), jax.random.key(2))
+    x = jnp.linspace(-1.7, 1.7, 16)[None, :]
+    y = jnp.abs(x)
+    mse = lambda out, target: jnp.mean((out - target) ** 2)  # noqa: E731
+    for depth in (jnp.int32(4), jnp.int32(1), None):
+        loss, grads = jax.jit(jax.value_and_grad(lambda p: mse(forward_t(net, p, x, depth), y)))(params)
+        stale = tuple(jnp.full_like(b, jnp.nan) for b in saved_buffers(net, 16))
+        loss2, grads2, (inputs, pre) = jax.jit(lambda p, s: loss_and_grad_t(net, p, x, y, mse, depth, s))(params,
+                                                                                                      stale)
+        assert float(loss2) == float(loss)
+        jax.tree.map(np.testing.assert_array_equal, grads2, grads)
+        active = 6 if depth is None else int(depth) - 1
+        assert np.isfinite(inputs[:active]).all() and np.isfinite(pre[:active]).all()
+        assert np.isnan(pre[active:]).all()  # untouched above the active depth
+    assert inputs.shape == pre.shape == (6, 3, 16)
 
 
 @pytest.mark.parametrize("capacity", [2, 0, 2.5, 5000])

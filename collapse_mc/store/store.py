@@ -122,10 +122,12 @@ def _pending_wal(path: Path) -> bool:
 
 
 def connect_readonly(path, timeout: float = 30.0) -> sqlite3.Connection:
-    """A read-only connection to the SQLite file at ``path`` that never creates or changes a file.
+    """A read-only connection to the SQLite file at ``path`` that never changes the database file.
 
-    ``mode=ro`` normally (it sees a concurrent writer's committed blocks); ``immutable=1`` when the folder is
-    not writable and no -wal file is pending (a read-only folder or mount), where ``mode=ro`` would fail.
+    ``mode=ro`` normally (it sees a concurrent writer's committed blocks); in a writable folder SQLite may then
+    create the WAL side files (``-wal``, ``-shm``) next to a store in WAL mode, as any reader does: the store's
+    own bytes stay the same. ``immutable=1`` when the folder is not writable and no -wal file is pending (a
+    read-only folder or mount), where ``mode=ro`` would fail; that creates nothing.
     """
     path = Path(path)
     uri = path.resolve().as_uri()

@@ -8,7 +8,9 @@ and forms the weight gradient as one small matrix product per layer, where rever
 unrolled broadcast sums saves and reduces every row separately. Vmapped over thousands of trials, XLA's CPU
 backend runs these as fused vector loops, about twice as fast as autodiff and several times faster than
 batched 4x4 matrix products (see BENCHMARKS.md, W1). Equality with ``MLP.apply`` and of the gradients with
-autodiff is tested (float32 rounding only).
+autodiff is tested (float32 rounding only). With a traced depth, training takes its gradient from
+``loss_and_grad_t`` (the same arithmetic, bit for bit), which keeps the activations in buffers carried from
+step to step instead of allocating and zero-filling the capacity's buffers at every step.
 
 Parameter tree (augmented matrices, last row = bias; depth = hidden layers L_h)::
 
@@ -134,6 +136,49 @@ def _hidden_stack_bwd(act, residual, res, g):
 
 
 hidden_stack.defvjp(_hidden_stack_fwd, _hidden_stack_bwd)
+
+
+def saved_buffers(network: NetworkConfig, points: int) -> tuple[jax.Array, jax.Array]:
+    """Zeroed ``(inputs, pre)`` buffers for ``loss_and_grad_t``, each ``(network.depth - 1, width, points)``:
+    the stacked hidden layers' inputs and pre-activations of one forward pass."""
+    shape = (max(network.depth - 1, 0), network.width, points)
+    return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+
+
+def loss_and_grad_t(network: NetworkConfig, params: dict, xt: jax.Array, yt: jax.Array, loss_fn, depth,
+                    saved: tuple[jax.Array, jax.Array]):
+    """``(loss, grads, saved)``: ``loss_fn(forward_t(network, params, xt, depth), yt)``, its gradient with
+    respect to ``params`` (same tree) and the buffers ``saved`` (``saved_buffers``) written by this pass.
+
+    The same arithmetic as ``jax.value_and_grad`` of that loss (input and output layers by ``jax.vjp``, the
+    hidden stack by ``hidden_stack``'s backward pass), but the stacked layers' activations go into ``saved``,
+    which the caller carries from step to step: written in place, they are not allocated and zero-filled at
+    every step, which was most of the cost of a shallow cell trained in a deep program (``depth`` traced, the
+    buffers sized for the capacity). Entries above the active depth are never read.
+    """
+    act = activation_fn(network.activation, network.negative_slope)
+    residual = bool(network.residual)
+    h, bottom_vjp = jax.vjp(lambda a: act(affine_t(xt, a)), params["input"])
+    grads = {}
+    if network.depth > 1:
+        stacked = params["hidden"]["affine"]
+        n = active_stacked(network, depth)
+        n = stacked.shape[0] if n is None else n
+
+        def forward(i, carry):
+            h, inputs, pre = carry
+            out, z = _layer(act, residual, h, stacked[i])
+            return out, inputs.at[i].set(h), pre.at[i].set(z)
+
+        h, inputs, pre = jax.lax.fori_loop(0, n, forward, (h, *saved))
+        saved = (inputs, pre)
+    loss, top_vjp = jax.vjp(lambda h, a: loss_fn(affine_t(h, a), yt), h, params["output"])
+    g, grads["output"] = top_vjp(jnp.ones_like(loss))
+    if network.depth > 1:
+        g, grad_stacked, _ = _hidden_stack_bwd(act, residual, (saved, stacked, n), g)
+        grads["hidden"] = {"affine": grad_stacked}
+    (grads["input"],) = bottom_vjp(g)
+    return loss, grads, saved
 
 
 def forward_t(network: NetworkConfig, params: dict, xt: jax.Array, depth=None) -> jax.Array:

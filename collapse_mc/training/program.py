@@ -41,7 +41,7 @@ from ..deadness.probes import probe_points
 from ..nets.mlp import MLP
 from . import classify
 from .config import TrainStatic
-from .forward import deadness_t, forward_t
+from .forward import deadness_t, forward_t, loss_and_grad_t, saved_buffers
 from .losses import get_loss
 from .optimizers import make_optimizer
 from .targets import dense_grid, get_target, target_stats
@@ -161,39 +161,53 @@ class TrainProgram:
         return {"near_flat_at_init": jnp.all(spread <= self.static.collapse_rtol * self.target_std(values)),
                 "dead_on_train": self.is_dead(state.params, data.xt, self.depth(values))}
 
-    def _steps(self, state: TrainState, key, values, step0, length: int, batch_loss) -> TrainState:
-        """``length`` optimizer steps from global step ``step0`` (steps >= ``static.steps`` skipped);
-        ``batch_loss(params, idx)`` is the loss of the minibatch ``idx`` (None = full batch)."""
+    def _steps(self, state: TrainState, key, values, step0, length: int, batch_loss=None, batch_grad=None,
+               saved=None) -> TrainState:
+        """``length`` optimizer steps from global step ``step0`` (steps >= ``static.steps`` skipped). The
+        minibatch ``idx`` (None = full batch) is trained with ``batch_loss(params, idx)`` (the loss,
+        differentiated by ``jax.value_and_grad``) or ``batch_grad(params, idx, saved)`` -> ``(loss, grads,
+        saved)``, whose buffers ``saved`` are carried from step to step."""
         st = self.static
         opt = self.optimizer(values)
         batch_key = rng.stream(key, rng.TAG_BATCH)
+        if batch_grad is None:
+            def batch_grad(params, idx, saved):
+                return (*jax.value_and_grad(batch_loss)(params, idx), saved)
 
         def step(carry, t):
-            params, opt_state, finite = carry
+            params, opt_state, finite, saved = carry
             idx = None if st.batch_size is None else jax.random.randint(
                 jax.random.fold_in(batch_key, t), (st.batch_size,), 0, self.n_train)
-            value, grads = jax.value_and_grad(batch_loss)(params, idx)
+            value, grads, saved = batch_grad(params, idx, saved)
             updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, finite & jnp.isfinite(value))
+            return (optax.apply_updates(params, updates), opt_state, finite & jnp.isfinite(value), saved)
 
         def body(carry, i):
             t = step0 + i
             return jax.lax.cond(t < st.steps, step, lambda c, _: c, carry, t), None
 
-        carry = (state.params, state.opt_state, state.finite)
-        return TrainState(*jax.lax.scan(body, carry, jnp.arange(length, dtype=jnp.int32))[0])
+        carry = (state.params, state.opt_state, state.finite, saved)
+        return TrainState(*jax.lax.scan(body, carry, jnp.arange(length, dtype=jnp.int32))[0][:3])
 
     def full_steps(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
         """``length`` full training steps from global step ``step0``."""
         depth = self.depth(values)
         xt, yt = self.train_set(data, values)
 
-        def batch_loss(params, idx):
-            if idx is None:
-                return self.loss(params, xt, yt, depth)
-            return self.loss(params, xt[:, idx], yt[:, idx], depth)
+        def batch(idx):
+            return (xt, yt) if idx is None else (xt[:, idx], yt[:, idx])
 
-        return self._steps(state, key, values, step0, length, batch_loss)
+        if not self.traced_depth:  # own depth: autodiff (the hidden stack's activations are scan outputs)
+            return self._steps(state, key, values, step0, length,
+                               batch_loss=lambda params, idx: self.loss(params, *batch(idx), depth))
+
+        # traced depth: the capacity-sized activation buffers are carried from step to step, not re-allocated
+        def batch_grad(params, idx, saved):
+            return loss_and_grad_t(self.network, params, *batch(idx), self.loss_fn, depth, saved)
+
+        points = self.n_train if self.static.batch_size is None else self.static.batch_size
+        return self._steps(state, key, values, step0, length, batch_grad=batch_grad,
+                           saved=saved_buffers(self.network, points))
 
     def full_block(self, state: TrainState, data: TrialData, key, values, step0, length: int):
         """``full_steps``, then ``dead_on_train`` (bool): the death check on the whole training set."""
@@ -209,7 +223,7 @@ class TrainProgram:
             c = forward_t(self.network, params, x0, depth)  # (d_out, 1): the output at every training point
             return self.loss_fn(jnp.broadcast_to(c, yb.shape), yb)
 
-        return self._steps(state, key, values, step0, length, batch_loss)
+        return self._steps(state, key, values, step0, length, batch_loss=batch_loss)
 
     def finish(self, state: TrainState, data: TrialData, values) -> dict:
         """Classification after training (see ``classify.classify_trained``) plus ``final_loss`` (on the whole

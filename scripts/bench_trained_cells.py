@@ -1,0 +1,56 @@
+"""Time trained cells of the main job (``collapse-mc safe-region``), compile excluded, as JSON.
+
+Each cell is trained as the job trains it: the ``estimate`` protocol (|x|, MSE, Adam 1e-3, minibatch 64 of
+3000 points), its own depth traced in the job's depth capacity, dead networks stopped (``after_death="stop"``),
+every CPU core an XLA device. Every cell runs once to compile, then ``--repeats`` times; the best is kept.
+Compare two versions of the code by running this file with ``PYTHONPATH`` pointing at each checkout.
+
+    python scripts/bench_trained_cells.py --steps 1000 --repeats 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+DEFAULT_CELLS = ("he_normal:12:48:20", "rai:8:32:40", "rai:4:16:40", "he_normal:2:9:20")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS),
+                        help="INIT:WIDTH:DEPTH:TRIALS (depth = hidden layers L_h)")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (the job trains 5000)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
+    import jax
+    import collapse_mc
+    from collapse_mc.jobs.trained_region import TrainedRegion, trained_spec
+    from collapse_mc.training import train_outcomes
+
+    region = TrainedRegion(steps=args.steps)
+    rows = []
+    for text in args.cells:
+        init, width, depth, trials = text.split(":")
+        width, depth, trials = int(width), int(depth), int(trials)
+        cell = trained_spec(region, init, width, depth, trials).cells[0].cell
+        run = lambda: train_outcomes(cell, 0, trials, region.seed, after_death="stop",  # noqa: E731
+                                     depth_capacity=region.capacity(depth))
+        run()
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            out = run()
+            times.append(time.perf_counter() - t0)
+        alive = int((out.died_at_step < 0).sum())
+        rows.append({"init": init, "width": width, "depth": depth, "trials": trials, "alive_at_end": alive,
+                     "seconds_best": round(min(times), 3), "seconds": [round(t, 3) for t in times],
+                     "net_steps_per_s": round(trials * args.steps / min(times))})
+    print(json.dumps({"collapse_mc": os.path.dirname(collapse_mc.__file__), "devices": jax.device_count(),
+                      "steps": args.steps, "cells": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
