@@ -20,7 +20,9 @@ retirement, and ``trained_to_end`` is False for it: whether it is dead, collapse
 so probabilities are the same); ``"full"``: no retirement, every trial runs full steps (the reference).
 Outcomes of ``"train"`` equal ``"full"`` trial for trial (tested) in every field except those a dead network
 can still change, the collapse constant and the final loss, which agree up to float rounding (the cheap path
-sums the minibatch in another order). They never depend on the chunk size, wave size or device count. Compiled
+sums the minibatch in another order). Trial keys never depend on the chunk size, wave size or device count;
+floating-point results can, in the last bit (XLA's per-shape programs and YNNPACK sums; see README,
+"Reproducible randomness"), and over long training a classification rarely with them. Compiled
 programs are cached on the static part only: the cell id, seed and traced values are arguments.
 """
 from __future__ import annotations
