@@ -102,14 +102,21 @@ def _hidden_stack_fwd(act, residual, h, stacked, n):
         out, saved = jax.lax.scan(body, h, stacked)
         return out, (saved, stacked, n)
 
-    def body_n(i, carry):
+    empty = jnp.zeros((stacked.shape[0],) + h.shape, h.dtype)
+    out, saved = _forward_saving(act, residual, h, stacked, n, (empty, empty))
+    return out, (saved, stacked, n)
+
+
+def _forward_saving(act, residual, h, stacked, n, buffers):
+    """The first ``n`` stacked layers from ``h``, each layer's input and pre-activation written into ``buffers``
+    ``(inputs, pre)`` at its index: ``(out, (inputs, pre))``."""
+    def body(i, carry):
         h, inputs, pre = carry
         out, z = _layer(act, residual, h, stacked[i])
         return out, inputs.at[i].set(h), pre.at[i].set(z)
 
-    empty = jnp.zeros((stacked.shape[0],) + h.shape, h.dtype)
-    out, inputs, pre = _run_layers(n, body_n, (h, empty, empty))
-    return out, ((inputs, pre), stacked, n)
+    out, inputs, pre = _run_layers(n, body, (h, *buffers))
+    return out, (inputs, pre)
 
 
 def _hidden_stack_bwd(act, residual, res, g):
@@ -164,14 +171,7 @@ def loss_and_grad_t(network: NetworkConfig, params: dict, xt: jax.Array, yt: jax
         stacked = params["hidden"]["affine"]
         n = active_stacked(network, depth)
         n = stacked.shape[0] if n is None else n
-
-        def forward(i, carry):
-            h, inputs, pre = carry
-            out, z = _layer(act, residual, h, stacked[i])
-            return out, inputs.at[i].set(h), pre.at[i].set(z)
-
-        h, inputs, pre = jax.lax.fori_loop(0, n, forward, (h, *saved))
-        saved = (inputs, pre)
+        h, saved = _forward_saving(act, residual, h, stacked, n, saved)
     loss, top_vjp = jax.vjp(lambda h, a: loss_fn(affine_t(h, a), yt), h, params["output"])
     g, grads["output"] = top_vjp(jnp.ones_like(loss))
     if network.depth > 1:

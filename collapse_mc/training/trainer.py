@@ -121,7 +121,9 @@ class _Timed:
 
 
 class TrainMap:
-    """The compiled, sharded phases of a ``TrainProgram`` for one chunk size and device set.
+    """The compiled, sharded phases of a ``TrainProgram`` for one device set and its chunk sizes: ``chunk_size``
+    (initialization, checks, classification, retired trials), ``full_chunk`` and ``tail_chunk`` (live trials'
+    full steps; each compiled at its first use).
 
     Each phase is ``jit(shard_map(vmap(phase)))`` over the trial axis (the ``'trials'`` mesh axis of
     ``devices.trial_mesh``). ``compile_seconds``: time spent compiling so far (a persistent compilation cache
