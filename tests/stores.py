@@ -7,6 +7,30 @@ import numpy as np
 from collapse_mc.store import Store
 from collapse_mc.sweep import parse_spec_text
 
+def tiny_trained_spec(trials: int = 6, seed: int = 3, depth: int = 3, name: str | None = None) -> str:
+    """TOML of a trained sweep that runs in seconds: width 2, ``depth`` hidden layers, two learning rates (two
+    cells), 20 steps on 32 points of |x|."""
+    name_line = f'name = "{name}"\n' if name else ""
+    return f"""
+[sweep]
+{name_line}kind = "trained"
+trials = {trials}
+seed = {seed}
+block_size = 4
+[grid]
+lr = [1e-3, 3e-2]
+[network]
+width = 2
+depth = {depth}
+[train]
+target = "abs"
+steps = 20
+n_train = 32
+batch_size = 8
+test_points = 33
+"""
+
+
 GOOD_SPEC = """
 [sweep]
 kind = "born_dead"

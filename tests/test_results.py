@@ -22,6 +22,7 @@ from collapse_mc.cli import main  # noqa: E402
 from collapse_mc.config import ConfigError  # noqa: E402
 from collapse_mc.store import Store, StoreError  # noqa: E402
 from collapse_mc.sweep import parse_spec_text, run_sweep  # noqa: E402
+from stores import tiny_trained_spec  # noqa: E402
 
 BORN_DEAD = """
 [sweep]
@@ -36,25 +37,7 @@ init = {inits}
 width = 2
 depth = 5
 """
-TRAINED = """
-[sweep]
-name = "tiny_trained"
-kind = "trained"
-trials = 6
-seed = 3
-block_size = 4
-[grid]
-lr = [1e-3, 3e-2]
-[network]
-width = 2
-depth = 3
-[train]
-target = "abs"
-steps = 20
-n_train = 32
-batch_size = 8
-test_points = 33
-"""
+TRAINED = tiny_trained_spec(name="tiny_trained")
 Z = {0.95: 1.959963984540054, 0.9: 1.6448536269514722}   # standard normal quantiles 0.975 and 0.95
 V1_FIXTURE = Path(__file__).parent / "data" / "store_v1.sqlite"
 

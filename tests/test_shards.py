@@ -20,6 +20,7 @@ from collapse_mc.store.merge import MergeError, merge_stores
 from collapse_mc.store.netfs import network_filesystem, warn_shared_network_store
 from collapse_mc.sweep import parse_spec_text, run_sweep
 from collapse_mc.sweep.shards import Shard, ShardError, assign, parse_shard, units
+from stores import tiny_trained_spec
 
 BORN_DEAD = """
 [sweep]
@@ -35,24 +36,7 @@ depth = 3
 [probe]
 grid_points = 33
 """
-TRAINED = """
-[sweep]
-kind = "trained"
-trials = 12
-seed = 4
-block_size = 4
-[grid]
-lr = [1e-3, 3e-2]
-[network]
-width = 2
-depth = 2
-[train]
-target = "abs"
-steps = 20
-n_train = 32
-batch_size = 8
-test_points = 33
-"""
+TRAINED = tiny_trained_spec(trials=12, seed=4, depth=2)
 SPECS = {"born_dead": BORN_DEAD, "trained": TRAINED}
 GAUSSIAN = BORN_DEAD.replace('init = ["he_normal", "rai"]', 'init = ["he_normal"]')  # quick to compile in-process
 

@@ -8,25 +8,9 @@ from collapse_mc.estimates import wilson
 from collapse_mc.store import Store
 from collapse_mc.sweep import parse_spec_text, run_sweep
 from collapse_mc.training import trainer, train_outcomes
+from stores import tiny_trained_spec
 
-SPEC = """
-[sweep]
-kind = "trained"
-trials = 6
-seed = 3
-block_size = 4
-[grid]
-lr = [1e-3, 3e-2]
-[network]
-width = 2
-depth = 3
-[train]
-target = "abs"
-steps = 20
-n_train = 32
-batch_size = 8
-test_points = 33
-"""
+SPEC = tiny_trained_spec()
 ARRAYS = ("first_dead_layer", "born_dead", "collapsed", "diverged", "collapse_value", "final_loss", "test_rel_l2",
           "dead_fraction")
 
