@@ -94,7 +94,7 @@ def test_live_networks_repacked_into_full_and_tail_chunks_give_the_same_outcomes
     """The default driver trains live networks in full chunks while enough remain and the rest in small tail
     chunks (as networks die the mix changes every block): outcomes equal those of one fixed chunk size."""
     monkeypatch.setattr(trainer, "TAIL_CHUNK_PER_DEVICE", 1)
-    monkeypatch.setattr(trainer, "TAIL_CHUNKS_ONLY", 1)
+    monkeypatch.setattr(trainer, "call_overhead", lambda width, depth: 0.0)  # calls free: tails, never padding
     tm = trainer.train_map(DYING, trials=32)
     assert tm.full_chunk == 32 and tm.tail_chunk == len(jax.local_devices())
     for after_death in ("stop", "full"):
@@ -102,6 +102,22 @@ def test_live_networks_repacked_into_full_and_tail_chunks_give_the_same_outcomes
                  train_outcomes(DYING, 0, 32, seed=2, chunk_size=8, after_death=after_death))
         assert_same(fixed, train_outcomes(DYING, 0, 32, seed=2, after_death=after_death))
     assert set(tm._full.compiled) == {32, tm.tail_chunk}  # both sizes ran
+
+
+def test_live_chunk_plan_weighs_padding_against_calls():
+    """Full chunks while they fill; the rest in tail chunks unless one padded full chunk costs less, a call
+    costing ``overhead`` networks' work (c tail calls: c (overhead + tail); a full chunk: overhead + full)."""
+    plan = trainer.plan_live_chunks
+    assert plan(20, 16, 4, 1.4) == [16, 4]
+    assert plan(32, 16, 4, 1.4) == [16, 16]
+    assert plan(9, 16, 4, 1.4) == [4, 4, 4]        # 3 x 5.4 = 16.2 < 17.4
+    assert plan(9, 16, 4, 2.1) == [16]             # 3 x 6.1 = 18.3 > 18.1
+    assert plan(13, 16, 4, 0.5) == [16]            # 4 x 4.5 = 18 > 16.5
+    assert plan(13, 16, 4, 0.0) == [16]            # equal cost (16 rows either way): one call
+    assert plan(3, 16, 4, 0.0) == [4] and plan(0, 16, 4, 1.0) == []
+    assert sum(plan(37, 8, 2, 3.0)) >= 37
+    # the fit it uses: a deep wide network costs less than 2 networks per call, a tiny one many
+    assert trainer.call_overhead(12, 64) < 1.0 < 5.0 < trainer.call_overhead(4, 9)
 
 
 def test_dead_after_training_agrees_with_the_reference_deadness_test(dying_full):

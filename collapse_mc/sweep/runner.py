@@ -44,10 +44,12 @@ def environment_info() -> dict:
 
 def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None = None,
                   progress: Callable[[int], None] | None = None,
-                  after_death: str = "train", depth_capacity: int | None = None) -> tuple[dict, np.ndarray]:
+                  after_death: str = "train", depth_capacity: int | None = None,
+                  block_size: int | None = None) -> tuple[dict, np.ndarray]:
     """Outcomes of trials ``[start, stop)`` of a cell on this process's devices: (per-trial arrays to store,
     per-layer dead fractions ``(T, L_h)``). ``after_death``, ``depth_capacity``: for trained cells, passed to
-    ``train_outcomes`` (neither changes a probability)."""
+    ``train_outcomes`` (neither changes a probability). ``block_size``: a trained cell without ``chunk_size``
+    takes ``train_outcomes``' default chunks sized for this many trials (so a shorter last block shares them)."""
     import jax
     devices = jax.local_devices()
     if sc.kind == "born_dead":
@@ -59,7 +61,8 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
         return arrays, ldf
     from ..training import train_outcomes
     out = train_outcomes(sc.cell, start, stop, sc.seed, chunk_size=chunk_size, devices=devices,
-                         progress=progress, after_death=after_death, depth_capacity=depth_capacity)
+                         progress=progress, after_death=after_death, depth_capacity=depth_capacity,
+                         chunk_trials=block_size)
     arrays = {k: np.asarray(v) for k, v in out._asdict().items()}
     if sc.cell.data is None or sc.cell.data.task != "classification":
         arrays.pop("test_accuracy")  # NaN: stored for classification cells only
@@ -67,19 +70,13 @@ def compute_block(sc: SweepCell, start: int, stop: int, chunk_size: int | None =
 
 
 def block_chunk(sc: SweepCell, block_size: int) -> int:
-    """One chunk size per cell: the estimator's memory-bounded default capped at the power of two >= the block
+    """One chunk size per born-dead cell: the memory-bounded default capped at the power of two >= the block
     size, so the last, shorter block is padded rather than recompiled, and cells of a group share a program."""
     import jax
-    devices = jax.local_devices()
-    n = len(devices)
-    if sc.kind == "born_dead":
-        from ..deadness.born_dead import default_chunk_size
-        chunk = default_chunk_size(sc.cell, n)
-    else:
-        from ..training.trainer import default_chunk_size
-        chunk = default_chunk_size(sc.cell, n, devices[0].platform)
+    from ..deadness.born_dead import default_chunk_size
     from ..devices import cap_chunk
-    return cap_chunk(chunk, block_size, n)
+    n = len(jax.local_devices())
+    return cap_chunk(default_chunk_size(sc.cell, n), block_size, n)
 
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,
@@ -136,11 +133,14 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, ch
                     progress(b - a)
                 return
             label(i, c)
-            ch = chunk or block_chunk(c, spec.block_size)
+            # born dead: one chunk size per cell; trained: None unless the spec or caller sets one, so that
+            # the live networks of a block are re-packed into full and tail chunks as they die (an explicit
+            # chunk size is the only one a trained cell uses, padding every block to it)
+            ch = chunk or (block_chunk(c, spec.block_size) if c.kind == "born_dead" else None)
             started = time.time()
             t = time.perf_counter()
             arrays, ldf = compute_block(c, a, b, chunk_size=ch, progress=progress, after_death=after_death,
-                                        depth_capacity=depth_capacity)
+                                        depth_capacity=depth_capacity, block_size=spec.block_size)
             seconds = time.perf_counter() - t
             rec = store.record_block(c.cell_hash, a, b, arrays, ldf,
                                      {**info, "started_at": started, "finished_at": time.time(),

@@ -11,8 +11,8 @@ within a wave the driver runs blocks of ``CHECK_EVERY`` steps:
   final (no gradient can reach below a dead layer), so from then on it runs ``TrainProgram.cheap_block``,
   which trains only what can still move (the constant output, through the layers above the dead one) at the
   cost of one point instead of a minibatch. Alive trials are re-packed every block into full chunks and, for
-  the few left over, small tail chunks (``TAIL_CHUNK_PER_DEVICE``), so the full-step work follows the number
-  of live networks.
+  the few left over, small tail chunks (``TAIL_CHUNK_PER_DEVICE``) or one more padded full chunk, whichever
+  costs less (``plan_live_chunks``), so the full-step work follows the number of live networks.
 
 ``after_death`` chooses what a retired trial does: ``"train"`` (default) the cheap path to the last step;
 ``"stop"``: nothing more (its collapse constant, final loss, test error and dead fractions are then those at
@@ -55,12 +55,12 @@ FULL_CHUNK_PER_DEVICE = 64        # full steps run on few live trials: smaller c
 # live trials left over after the full chunks train in chunks of this many per device: a full step costs nearly
 # the same per network at every chunk size down to a few per device (measured, widths 4-12, L_h 16-48), so
 # padding a few live networks up to a full chunk is waste (a 20-trial cell in a 32-chunk wasted 37 %, more as
-# its networks died); a run of at most ``TAIL_CHUNKS_ONLY`` tail chunks uses tail chunks only (one compilation)
-TAIL_CHUNK_PER_DEVICE = 4
-TAIL_CHUNKS_ONLY = 4
-# init, the checks at initialization and the classification run once per trial and are cheap to run but slow
-# to compile (random-number generation, the 1,025-point grid): on CPU they are compiled without LLVM's
-# optimizations (init about 3x, the others about 2x faster to compile). Only the training steps keep them.
+# its networks died); but each call has a fixed cost (``call_overhead``), so ``plan_live_chunks`` weighs both
+TAIL_CHUNK_PER_DEVICE = 2
+# init runs once per trial, is cheap to run but slow to compile (random-number generation): on CPU it is compiled
+# without LLVM's optimizations (about 3x faster to compile). The checks at initialization and the classification
+# keep them: unvectorized, their forward passes over the 3,000 training and 1,025 grid points took 5x longer,
+# about 0.8 s per block of 20 networks of width 12, L_h 64, for 0.4 s more compilation per program.
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
@@ -165,10 +165,10 @@ class TrainMap:
             return _Timed(shard_trials(fn, mesh, n_sharded, n_replicated, options), self._clock)
 
         self._init = sharded(init_chunk, 1, 2, once=True)
-        self._checks = sharded(checks_fn, 2, 1, once=True)
+        self._checks = sharded(checks_fn, 2, 1)
         self._full = sharded(full_fn, 3, 3)
         self._cheap = sharded(cheap_chunk, 3, 3)
-        self._finish = sharded(finish_chunk, 2, 1, once=True)
+        self._finish = sharded(finish_chunk, 2, 1)
 
     @property
     def compile_seconds(self) -> float:
@@ -189,26 +189,30 @@ class TrainMap:
         """``(rows (c,), n)`` per chunk of the positions ``idx`` (``devices.padded_chunks``)."""
         return padded_chunks(idx, c or self.chunk_size)
 
-    def _live_chunks(self, idx: np.ndarray):
-        """``(rows, n)`` for the full steps of the live positions ``idx``: chunks of ``full_chunk`` while that
-        many remain, the rest in chunks of ``tail_chunk`` (at most ``tail_chunk - 1`` padded rows)."""
-        whole = len(idx) - len(idx) % self.full_chunk
-        yield from padded_chunks(idx[:whole], self.full_chunk)
-        yield from padded_chunks(idx[whole:], self.tail_chunk)
+    def _live_chunks(self, idx: np.ndarray, depth: int):
+        """``(rows, n)`` for the full steps of the live positions ``idx`` of networks of ``depth`` hidden layers
+        (``plan_live_chunks``)."""
+        n_dev = self.mesh.devices.size
+        overhead = n_dev * call_overhead(self.program.network.width, depth)
+        lo = 0
+        for size in plan_live_chunks(len(idx), self.full_chunk, self.tail_chunk, overhead):
+            yield from padded_chunks(idx[lo:lo + size], size)
+            lo += size
 
     def __call__(self, start: int, stop: int, root, values, progress: Callable[[int], None] | None = None,
                  after_death: str = "train") -> dict:
         """Outcomes (numpy, trial axis first) for global trials ``start .. stop - 1``."""
         if stop <= start:
             raise ValueError("empty trial range")
+        depth = int(values["depth"]) if "depth" in values else self.program.network.depth
         root = jax.device_put(root, self._replicated)
         values = jax.device_put(values, self._replicated)
         wave = self.wave_size()
-        pieces = [self._wave(lo, min(lo + wave, stop), root, values, progress, after_death)
+        pieces = [self._wave(lo, min(lo + wave, stop), root, values, progress, after_death, depth)
                   for lo in range(start, stop, wave)]
         return {k: np.concatenate([p[k] for p in pieces], axis=0) for k in pieces[0]}
 
-    def _wave(self, start, stop, root, values, progress, after_death) -> dict:
+    def _wave(self, start, stop, root, values, progress, after_death, depth) -> dict:
         steps = self.program.static.steps
         if after_death == "train" and not self.program.has_cheap_path:
             after_death = "full"  # nothing cheaper to run a dead network on: train it fully
@@ -237,7 +241,7 @@ class TrainMap:
             if not any(len(rows) for _, rows in groups):
                 break  # every trial stopped at its death
             for cheap, rows_all in groups:
-                for rows, n in (self._chunks(rows_all) if cheap else self._live_chunks(rows_all)):
+                for rows, n in (self._chunks(rows_all) if cheap else self._live_chunks(rows_all, depth)):
                     args = (self._put(gather(state, rows)), self._put(gather(data, rows)),
                             self._put(trials[rows]), root, values, step0)
                     if cheap:
@@ -262,6 +266,29 @@ class TrainMap:
         stopped = (died_at >= 0) if after_death == "stop" else np.zeros(w, bool)
         died_at = np.where((died_at < 0) & out["dead_on_train"], steps, died_at)
         return _outcomes(checks, out, died_at, ~stopped)
+
+
+def call_overhead(width: int, depth: int) -> float:
+    """The fixed cost of one call of a block of full steps, in networks' worth of work per device: the work a
+    call's fixed part (dispatching a program of ``depth`` hidden layers, whatever its chunk size) could have
+    spent on that many more networks of this ``width``. A fit to block timings on a 2-core Intel Xeon (2
+    devices, widths 2-12, L_h 2-64; 100 steps): per call ``1.5 + 0.2 L_h`` ms, per network and device
+    ``L_h (0.002 width^2 + 0.03)`` ms. It only weighs padding against calls; outcomes never depend on it."""
+    depth = max(int(depth), 1)
+    return (1.5 + 0.2 * depth) / (depth * (0.002 * width * width + 0.03))
+
+
+def plan_live_chunks(n: int, full: int, tail: int, overhead: float) -> list[int]:
+    """Chunk sizes for ``n`` live networks: full chunks while ``full`` remain; the rest in tail chunks, or in
+    one more (padded) full chunk when that costs less, a call costing ``overhead`` networks' work
+    (``call_overhead`` times the device count): ``c`` tail calls cost ``c (overhead + tail)`` against
+    ``overhead + full``."""
+    whole, rest = divmod(int(n), full)
+    sizes = [full] * whole
+    if rest:
+        calls = -(-rest // tail)
+        sizes += [full] if full - calls * tail <= (calls - 1) * overhead else [tail] * calls
+    return sizes
 
 
 def _outcomes(checks: dict, out: dict, died_at: np.ndarray, trained_to_end: np.ndarray) -> dict:
@@ -345,10 +372,11 @@ def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, tria
         chunk = cap_chunk(chunk, trials, len(devices))
     full = tail = chunk  # an explicit chunk size is the only one used
     if not chunk_size:
-        full = min(chunk, FULL_CHUNK_PER_DEVICE * len(devices))
-        tail = min(full, TAIL_CHUNK_PER_DEVICE * len(devices))
-        if full <= TAIL_CHUNKS_ONLY * tail:
-            full = tail
+        n_dev = len(devices)
+        full = min(chunk, FULL_CHUNK_PER_DEVICE * n_dev)
+        if trials is not None:  # the largest power of two per device that the trials fill
+            full = min(full, n_dev * (1 << (max(1, int(trials) // n_dev).bit_length() - 1)))
+        tail = min(full, TAIL_CHUNK_PER_DEVICE * n_dev)
     block = min(CHECK_EVERY, cell.train.steps)
     return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full,
                       tail, depth_capacity is not None, cell.model, cell.data, generic)
@@ -373,7 +401,7 @@ def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chu
                    devices=None, progress: Callable[[int], None] | None = None,
                    optimizer: optax.GradientTransformation | None = None, after_death: str = "train",
                    depth_capacity: int | None = None, timings: dict | None = None,
-                   generic: bool = False) -> TrainOutcomes:
+                   generic: bool = False, chunk_trials: int | None = None) -> TrainOutcomes:
     """Train and classify trials ``start .. stop - 1`` (global indices) of ``cell`` under root ``seed``.
 
     ``progress(n)`` is called with the number of newly finished trials (fractions of a wave as blocks of
@@ -382,7 +410,9 @@ def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chu
     ``"train"`` | ``"stop"`` | ``"full"`` (see the module docstring). ``depth_capacity``: share one
     compilation between depths up to it (see ``train_map``; outcomes are the same). ``timings``: if given,
     receives ``compile_seconds`` and ``run_seconds``. ``generic``: the built-in MLP on the generic model path
-    (see ``train_map``). A cell with a ``model`` or ``data`` always takes the generic path.
+    (see ``train_map``). A cell with a ``model`` or ``data`` always takes the generic path. ``chunk_trials``:
+    without ``chunk_size``, size the default chunks for this many trials instead of ``stop - start`` (a sweep
+    passes its block size, so its last, shorter block reuses the compiled chunks).
     """
     check_trial_range(start, stop)
     if optimizer is not None and cell.train.optimizer_options:
@@ -391,7 +421,9 @@ def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chu
     if after_death not in AFTER_DEATH:
         raise ConfigError(f"after_death must be one of {', '.join(AFTER_DEATH)}, got {after_death!r}")
     t0 = time.perf_counter()
-    tm = train_map(cell, chunk_size, devices, trials=stop - start, optimizer=optimizer,
+    if chunk_trials is not None and not (isinstance(chunk_trials, (int, np.integer)) and chunk_trials >= 1):
+        raise ConfigError(f"chunk_trials must be a positive integer, got {chunk_trials!r}")
+    tm = train_map(cell, chunk_size, devices, trials=chunk_trials or (stop - start), optimizer=optimizer,
                    depth_capacity=depth_capacity, generic=generic)
     compiled_before = tm.compile_seconds
     out = tm(start, stop, root_array(seed, cell), values_array(cell, depth_capacity is not None),
