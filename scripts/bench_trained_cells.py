@@ -1,8 +1,9 @@
 """Time trained cells of the main job (``collapse-mc safe-region``), compile excluded, as JSON.
 
-Each cell is trained as the job trains it: the ``estimate`` protocol (|x|, MSE, Adam 1e-3, minibatch 64 of
-3000 points), its own depth traced in the job's depth capacity, dead networks stopped (``after_death="stop"``),
-every CPU core an XLA device. Every cell runs once to compile, then ``--repeats`` times; the best is kept.
+Each cell is trained as the job trains it: through the sweep runner into a fresh store (blocks of the job's
+20 trials), the ``estimate`` protocol (|x|, MSE, Adam 1e-3, minibatch 64 of 3000 points), its own depth traced
+in the job's depth capacity, dead networks stopped (``after_death="stop"``), every CPU core an XLA device.
+Every cell runs once to compile, then ``--repeats`` times; the best is kept (store writes included).
 Compare two versions of the code by running this file with ``PYTHONPATH`` pointing at each checkout.
 
     python scripts/bench_trained_cells.py --steps 1000 --repeats 3
@@ -27,24 +28,33 @@ def main(argv=None) -> None:
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
     import jax
     import collapse_mc
+    import tempfile
+
     from collapse_mc.jobs.trained_region import TrainedRegion, trained_spec
-    from collapse_mc.training import train_outcomes
+    from collapse_mc.store import Store
+    from collapse_mc.sweep import run_sweep
 
     region = TrainedRegion(steps=args.steps)
     rows = []
     for text in args.cells:
         init, width, depth, trials = text.split(":")
         width, depth, trials = int(width), int(depth), int(trials)
-        cell = trained_spec(region, init, width, depth, trials).cells[0].cell
-        run = lambda: train_outcomes(cell, 0, trials, region.seed, after_death="stop",  # noqa: E731
-                                     depth_capacity=region.capacity(depth))
+        spec = trained_spec(region, init, width, depth, trials)
+
+        def run():
+            with tempfile.TemporaryDirectory() as tmp:
+                db = os.path.join(tmp, "bench.sqlite")
+                run_sweep(spec, db, after_death="stop", depth_capacity=region.capacity(depth))
+                with Store(db) as store:
+                    return store.outcomes(spec.cells[0].cell_hash)
+
         run()
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             out = run()
             times.append(time.perf_counter() - t0)
-        alive = int((out.died_at_step < 0).sum())
+        alive = int((out["died_at_step"] < 0).sum())
         rows.append({"init": init, "width": width, "depth": depth, "trials": trials, "alive_at_end": alive,
                      "seconds_best": round(min(times), 3), "seconds": [round(t, 3) for t in times],
                      "net_steps_per_s": round(trials * args.steps / min(times))})
