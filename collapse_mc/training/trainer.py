@@ -57,11 +57,13 @@ FULL_CHUNK_PER_DEVICE = 64        # full steps run on few live trials: smaller c
 # padding a few live networks up to a full chunk is waste (a 20-trial cell in a 32-chunk wasted 37 %, more as
 # its networks died); but each call has a fixed cost (``call_overhead``), so ``plan_live_chunks`` weighs both
 TAIL_CHUNK_PER_DEVICE = 2
-# init runs once per trial, is cheap to run but slow to compile (random-number generation): on CPU it is compiled
-# without LLVM's optimizations (about 3x faster to compile). The checks at initialization and the classification
-# keep them: unvectorized, their forward passes over the 3,000 training and 1,025 grid points took 5x longer,
-# about 0.8 s per block of 20 networks of width 12, L_h 64, for 0.4 s more compilation per program.
+# init, the checks at initialization and the classification run once per trial: on CPU they are compiled without
+# LLVM's optimizations (init about 3x, the others about 2x faster to compile), except the checks and the
+# classification of networks with depth x width^2 >= ONCE_OPTIMIZED_MIN_WORK: unvectorized, their forward passes
+# over the 3,000 training and 1,025 grid points run 5x longer (0.8 s per block of 20 networks of width 12,
+# L_h 64, against 0.4 s more compilation per program; at width 2, L_h 9 the compilation is what counts)
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+ONCE_OPTIMIZED_MIN_WORK = 512
 
 
 class TrainOutcomes(NamedTuple):
@@ -164,11 +166,13 @@ class TrainMap:
             options = ONCE_COMPILER_OPTIONS if (once and cpu) else None
             return _Timed(shard_trials(fn, mesh, n_sharded, n_replicated, options), self._clock)
 
+        net = program.network
+        small = net.depth * net.width ** 2 < ONCE_OPTIMIZED_MIN_WORK
         self._init = sharded(init_chunk, 1, 2, once=True)
-        self._checks = sharded(checks_fn, 2, 1)
+        self._checks = sharded(checks_fn, 2, 1, once=small)
         self._full = sharded(full_fn, 3, 3)
         self._cheap = sharded(cheap_chunk, 3, 3)
-        self._finish = sharded(finish_chunk, 2, 1)
+        self._finish = sharded(finish_chunk, 2, 1, once=small)
 
     @property
     def compile_seconds(self) -> float:
