@@ -244,18 +244,23 @@ class TrainMap:
             groups = [(False, every[~retired])] + ([(True, every[retired])] if after_death == "train" else [])
             if not any(len(rows) for _, rows in groups):
                 break  # every trial stopped at its death
+            # every chunk of the block is dispatched before any result is fetched (the chunks hold disjoint
+            # trials), so the host's gathering and copying overlaps the devices' work
+            pending = []
             for cheap, rows_all in groups:
                 for rows, n in (self._chunks(rows_all) if cheap else self._live_chunks(rows_all, depth)):
                     args = (self._put(gather(state, rows)), self._put(gather(data, rows)),
                             self._put(trials[rows]), root, values, step0)
-                    if cheap:
-                        new = self._cheap(*args)
-                    else:
-                        new, now_dead = self._full(*args)
-                        now = rows[:n][np.asarray(now_dead)[:n]]
-                        died_at[now[died_at[now] < 0]] = min((b + 1) * self.block, steps)
-                    for leaf, part in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
-                        leaf[rows[:n]] = np.asarray(part)[:n]
+                    pending.append((cheap, rows, n, (self._cheap if cheap else self._full)(*args)))
+            for cheap, rows, n, out in pending:
+                if cheap:
+                    new = out
+                else:
+                    new, now_dead = out
+                    now = rows[:n][np.asarray(now_dead)[:n]]
+                    died_at[now[died_at[now] < 0]] = min((b + 1) * self.block, steps)
+                for leaf, part in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
+                    leaf[rows[:n]] = np.asarray(part)[:n]
             if progress:
                 done = w * (b + 1) // n_blocks
                 if done > reported:
