@@ -59,3 +59,27 @@ def test_figures_compare_trained_cells_that_differ_only_in_init(tmp_path):
     assert len(rows) == 2 and {r["init"] for r in rows} == {"he_normal", "rai"}
     assert set(rows[0]) - set(RESULT_KEYS) == set(spec.cells[0].settings)  # every other key is a setting
     assert _without(rows[0], ("init", "weights")) == _without(rows[1], ("init", "weights"))
+
+
+def test_trained_blocks_get_the_default_chunking(tmp_path, monkeypatch):
+    """A sweep hands a trained block no chunk size of its own (an explicit size turns off re-packing the live
+    networks into full and tail chunks as they die, so every block would be padded to it): ``train_outcomes``
+    sizes its chunks for the sweep's block size. A chunk size the caller gives is passed on."""
+    import collapse_mc.training as training
+    from collapse_mc.config import ConfigError
+    seen = []
+    real = training.train_outcomes
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("chunk_size"), kwargs.get("chunk_trials")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_outcomes", spy)
+    spec = parse_spec_text(SPEC)
+    run_sweep(spec, tmp_path / "a.sqlite")
+    assert len(seen) == 4 and set(seen) == {(None, 4)}  # 2 cells x 2 blocks (6 trials, blocks of 4)
+    seen.clear()
+    run_sweep(spec, tmp_path / "b.sqlite", chunk_size=2)
+    assert len(seen) == 4 and set(seen) == {(2, 4)}
+    with pytest.raises(ConfigError, match="chunk_trials"):
+        real(spec.cells[0].cell, 0, 2, chunk_trials=0)
