@@ -13,33 +13,54 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 
 DEFAULT_CELLS = ("he_normal:12:48:20", "rai:8:32:40", "rai:4:16:40", "he_normal:2:9:20")
 
 
+def cell_arg(text: str) -> tuple[str, int, int, int]:
+    """``INIT:WIDTH:DEPTH:TRIALS`` -> ``(init, width, depth, trials)``, positive integers."""
+    parts = text.split(":")
+    try:
+        init, numbers = parts[0], tuple(int(p) for p in parts[1:])
+    except ValueError:
+        numbers = ()
+    if len(parts) != 4 or len(numbers) != 3 or min(numbers) < 1 or not init:
+        raise argparse.ArgumentTypeError(f"expected INIT:WIDTH:DEPTH:TRIALS with positive integers, got {text!r}")
+    return (init, *numbers)
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS),
+    parser.add_argument("--cells", nargs="+", type=cell_arg, default=[cell_arg(c) for c in DEFAULT_CELLS],
                         help="INIT:WIDTH:DEPTH:TRIALS (depth = hidden layers L_h)")
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (the job trains 5000)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=positive, default=1000, help="optimizer steps (the job trains 5000)")
+    parser.add_argument("--repeats", type=positive, default=3)
     args = parser.parse_args(argv)
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
     import jax
     import collapse_mc
-    import tempfile
 
     from collapse_mc.jobs.trained_region import TrainedRegion, trained_spec
     from collapse_mc.store import Store
     from collapse_mc.sweep import run_sweep
 
+    from collapse_mc.config import ConfigError
+
     region = TrainedRegion(steps=args.steps)
+    try:  # every cell checked before anything runs
+        specs = [trained_spec(region, *cell) for cell in args.cells]
+    except ConfigError as e:
+        parser.error(str(e))
     rows = []
-    for text in args.cells:
-        init, width, depth, trials = text.split(":")
-        width, depth, trials = int(width), int(depth), int(trials)
-        spec = trained_spec(region, init, width, depth, trials)
+    for (init, width, depth, trials), spec in zip(args.cells, specs):
 
         def run():
             with tempfile.TemporaryDirectory() as tmp:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from collapse_mc import rng
+from collapse_mc.config import ConfigError
 from collapse_mc.jobs.trained_region import TrainedRegion, trained_spec
 from collapse_mc.training import forward
 from collapse_mc.training.trainer import _program, values_array
@@ -54,7 +55,10 @@ def main():
     if w < 1 or d < 2 or n < 1:
         ap.error("need width >= 1, depth >= 2, chunk >= 1")
 
-    cell = trained_spec(TrainedRegion(), args.init, w, d, n).cells[0].cell
+    try:
+        cell = trained_spec(TrainedRegion(), args.init, w, d, n).cells[0].cell
+    except ConfigError as e:
+        ap.error(str(e))
     prog = _program(cell.network, cell.init, cell.train.static_part(), None)
     values = values_array(cell)
     keys = rng.root_keys(jnp.array([0, cell.cell], jnp.uint32), jnp.arange(n, dtype=jnp.int32))
