@@ -87,10 +87,10 @@ def main():
     stacked = state.params["hidden"]["affine"]
 
     def stack_forward(h, a):
-        return jnp.sum(forward.hidden_stack(relu, False, h, a, None))
+        return jnp.sum(forward.hidden_stack(relu, False, None, h, a, None))
 
     def stack_loss(h, a):
-        out = forward.hidden_stack(relu, False, h, a, None)
+        out = forward.hidden_stack(relu, False, None, h, a, None)
         return jnp.sum(out * out)
 
     saved = jax.random.normal(jax.random.PRNGKey(2), (d - 1, n, w, POINTS))

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Callable, Sequence
 
+from .. import native
 from ..analysis import DEFAULT_THRESHOLDS, undetermined_widths
 from ..analysis.from_store import profile_grid
 from ..store import Store
@@ -82,6 +83,8 @@ def run(job: SafeRegionJob, db: str, progress_factory: Callable | None = None, a
     Returns ``{"born_dead": {...}, "trained": {...}}`` summaries of what was computed."""
     born = {"trials_computed": 0}
     t0 = time.perf_counter()
+    if job.region() is not None:
+        native.prepare_in_background()  # the trained part's CPU kernel compiles while the born-dead part runs
     if adaptive:
         born["adaptive"] = _adaptive(job, db, progress_factory, initial_trials,
                                      budget or job.trials * len(job.widths))

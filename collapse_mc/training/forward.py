@@ -12,6 +12,11 @@ autodiff is tested (float32 rounding only). With a traced depth, training takes 
 ``loss_and_grad_t`` (the same arithmetic, bit for bit), which keeps the activations in buffers carried from
 step to step instead of allocating and zero-filling the capacity's buffers at every step.
 
+On a CPU, for ReLU and leaky ReLU networks of width <= 16, the hidden stack's forward, backward and deadness
+report run in the native kernel (``collapse_mc.native``, C++ through XLA's FFI; ``native_spec``): the same
+functions, several times faster, equal to this module's XLA code to float32 rounding (tested in
+tests/test_native_kernel.py). Elsewhere (GPUs, other activations, no compiler) the XLA code below runs.
+
 Parameter tree (augmented matrices, last row = bias; depth = hidden layers L_h)::
 
     {'input': (d_in + 1, width), 'hidden': {'affine': (depth - 1, width + 1, width)}, 'output': (width + 1, d_out)}
@@ -23,6 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .. import native
 from ..config import NetworkConfig
 from ..nets.mlp import activation_fn
 from ..nets.observe import layer_report
@@ -79,21 +85,38 @@ def _run_layers(n, body, carry):
     return jax.lax.fori_loop(0, n, body, carry)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def hidden_stack(act, residual: bool, h: jax.Array, stacked: jax.Array, n: jax.Array | None) -> jax.Array:
+def native_spec(network: NetworkConfig, dtype=jnp.float32) -> tuple | None:
+    """``(activation, negative_slope)`` when the native CPU kernel (``collapse_mc.native``) runs this network's
+    hidden stack (CPU backend, width <= 16, ReLU or leaky ReLU, float32, the kernel built), else None."""
+    if native.usable(network.width, network.activation, dtype):
+        return network.activation, float(network.negative_slope)
+    return None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def hidden_stack(act, residual: bool, kernel, h: jax.Array, stacked: jax.Array, n: jax.Array | None) -> jax.Array:
     """Hidden layers 2..L_h: ``h (width, P)``, ``stacked (L_h - 1, width + 1, width)`` -> ``(width, P)``.
 
-    Each layer is ``act(affine_t(h, a))``, or ``h + act(...)`` when ``residual``; ``lax.scan`` over layers.
+    Each layer is ``act(affine_t(h, a))``, or ``h + act(...)`` when residual; ``lax.scan`` over layers.
     ``n`` (traced int32, or None: all ``L_h - 1``): only the first ``n`` stacked layers run (a while loop);
     the rest are skipped with zero gradient, so one compiled program serves every depth up to its capacity
-    (``active_stacked``).
+    (``active_stacked``). ``kernel``: ``native_spec`` (forward and backward in the native CPU kernel) or None.
     """
+    if kernel is not None:
+        return native.stack_forward(h, stacked, _active(stacked, n), *kernel, residual)[0]
     if n is None:
         return jax.lax.scan(lambda h, a: (_layer(act, residual, h, a)[0], None), h, stacked)[0]
     return _run_layers(n, lambda i, h: _layer(act, residual, h, stacked[i])[0], h)
 
 
-def _hidden_stack_fwd(act, residual, h, stacked, n):
+def _active(stacked, n):
+    return stacked.shape[0] if n is None else n
+
+
+def _hidden_stack_fwd(act, residual, kernel, h, stacked, n):
+    if kernel is not None:
+        out, inputs, pre = native.stack_forward(h, stacked, _active(stacked, n), *kernel, residual)
+        return out, ((out, inputs, pre), stacked, n)
     if n is None:
         def body(h, a):
             out, z = _layer(act, residual, h, a)
@@ -119,7 +142,12 @@ def _forward_saving(act, residual, h, stacked, n, buffers):
     return out, (inputs, pre)
 
 
-def _hidden_stack_bwd(act, residual, res, g):
+def _hidden_stack_bwd(act, residual, kernel, res, g):
+    if kernel is not None:
+        (out, inputs, pre), stacked, n = res
+        grad_h, grad_stacked = native.stack_backward(g, out, inputs, pre, stacked, _active(stacked, n), *kernel,
+                                                     residual)
+        return grad_h, grad_stacked, None
     (inputs, pre), stacked, n = res
 
     def layer_grad(g, h, z, a):
@@ -147,7 +175,10 @@ hidden_stack.defvjp(_hidden_stack_fwd, _hidden_stack_bwd)
 
 def saved_buffers(network: NetworkConfig, points: int) -> tuple[jax.Array, jax.Array]:
     """Zeroed ``(inputs, pre)`` buffers for ``loss_and_grad_t``, each ``(network.depth - 1, width, points)``:
-    the stacked hidden layers' inputs and pre-activations of one forward pass."""
+    the stacked hidden layers' inputs and pre-activations of one forward pass (empty when the native kernel
+    runs the stack: it returns its own)."""
+    if native_spec(network) is not None:
+        return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)
     shape = (max(network.depth - 1, 0), network.width, points)
     return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
 
@@ -167,15 +198,20 @@ def loss_and_grad_t(network: NetworkConfig, params: dict, xt: jax.Array, yt: jax
     residual = bool(network.residual)
     h, bottom_vjp = jax.vjp(lambda a: act(affine_t(xt, a)), params["input"])
     grads = {}
+    kernel = native_spec(network, h.dtype)
     if network.depth > 1:
         stacked = params["hidden"]["affine"]
         n = active_stacked(network, depth)
         n = stacked.shape[0] if n is None else n
-        h, saved = _forward_saving(act, residual, h, stacked, n, saved)
+        if kernel is not None:  # the kernel returns what its backward pass needs; ``saved`` stays as it is
+            h, res = _hidden_stack_fwd(act, residual, kernel, h, stacked, n)
+        else:
+            h, saved = _forward_saving(act, residual, h, stacked, n, saved)
+            res = (saved, stacked, n)
     loss, top_vjp = jax.vjp(lambda h, a: loss_fn(affine_t(h, a), yt), h, params["output"])
     g, grads["output"] = top_vjp(jnp.ones_like(loss))
     if network.depth > 1:
-        g, grad_stacked, _ = _hidden_stack_bwd(act, residual, (saved, stacked, n), g)
+        g, grad_stacked, _ = _hidden_stack_bwd(act, residual, kernel, res, g)
         grads["hidden"] = {"affine": grad_stacked}
     (grads["input"],) = bottom_vjp(g)
     return loss, grads, saved
@@ -192,7 +228,8 @@ def forward_t(network: NetworkConfig, params: dict, xt: jax.Array, depth=None) -
     act = activation_fn(network.activation, network.negative_slope)
     h = act(affine_t(xt, params["input"]))
     if network.depth > 1:
-        h = hidden_stack(act, bool(network.residual), h, params["hidden"]["affine"], active_stacked(network, depth))
+        h = hidden_stack(act, bool(network.residual), native_spec(network, h.dtype), h, params["hidden"]["affine"],
+                         active_stacked(network, depth))
     return affine_t(h, params["output"])
 
 
@@ -222,7 +259,10 @@ def deadness_t(network: NetworkConfig, params: dict, xt: jax.Array,
 
         stacked = params["hidden"]["affine"]
         n = active_stacked(network, depth)
-        if n is None:
+        kernel = native_spec(network, h.dtype)
+        if kernel is not None:
+            h, d, c = native.stack_report(h, stacked, _active(stacked, n), *kernel, residual)
+        elif n is None:
             def body(h, a):
                 out, z = _layer(act, residual, h, a)
                 return out, _layer_report_t(z, out)

@@ -1,0 +1,233 @@
+"""A native CPU kernel for the hidden stack of narrow networks (widths 1-16), compiled once per machine.
+
+``hidden_stack.cc`` (next to this file) is the stack's forward and backward pass as XLA FFI handlers: on a CPU
+it trains a width-12 stack several times faster than XLA's code for the same arithmetic (BENCHMARKS.md). It is
+compiled on first use with the host's C++ compiler (``$CXX``, else ``c++``/``g++``; ``-O3 -march=native``)
+into the per-user cache (``$COLLAPSE_MC_NATIVE_DIR``, else ``$XDG_CACHE_HOME/collapse_mc/native``), keyed by
+the source, the flags, the compiler, jaxlib and the CPU, so a later process only loads it. Where it cannot
+be built (no compiler, a read-only cache), training uses XLA's code, with one warning; results agree to
+float32 rounding (summation orders differ), not bit for bit.
+
+``COLLAPSE_MC_NATIVE=0`` turns the kernel off (XLA's code everywhere). Only the CPU backend uses it.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
+from importlib import resources
+
+DISABLE_ENV = "COLLAPSE_MC_NATIVE"
+DIR_ENV = "COLLAPSE_MC_NATIVE_DIR"
+MAX_WIDTH = 16
+FORWARD = "collapse_mc_hidden_stack_forward_v1"
+BACKWARD = "collapse_mc_hidden_stack_backward_v1"
+REPORT = "collapse_mc_hidden_stack_report_v1"
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-w")
+PARTS = (1, 2)  # hidden_stack.cc's CMC_PART: compiled in parallel
+
+_lock = threading.Lock()
+_state: dict = {}  # the library, built and loaded at most once per process
+_override: ContextVar[bool | None] = ContextVar("collapse_mc_native_override", default=None)
+
+
+def enabled() -> bool:
+    """False when ``COLLAPSE_MC_NATIVE`` is set to 0 (or empty/"false"/"no"/"off")."""
+    return os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "", "false", "no", "off")
+
+
+def cache_dir() -> str:
+    if os.environ.get(DIR_ENV):
+        return os.environ[DIR_ENV]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "collapse_mc", "native")
+
+
+def _compiler() -> str | None:
+    for c in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if c and shutil.which(c):
+            return c
+    return None
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on: the CPU model and feature flags (Linux), else the platform."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+def _build(source: bytes, compiler: str) -> str:
+    """Path of the compiled library, building it (under a file lock) when the cache has none."""
+    import jax
+    import jaxlib
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(),
+                                     jaxlib.__version__.encode(), _cpu_signature().encode()])).hexdigest()[:20]
+    folder = cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"hidden_stack-{key}.so")
+    if os.path.exists(path):
+        return path
+    import fcntl
+    with open(os.path.join(folder, f".build-{key}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same library
+        if os.path.exists(path):
+            return path
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            src = os.path.join(tmp, "hidden_stack.cc")
+            with open(src, "wb") as f:
+                f.write(source)
+            out = os.path.join(tmp, "hidden_stack.so")
+            include = f"-I{jax.ffi.include_dir()}"
+            # the two halves (forward and report; backward) compile in parallel, then link
+            objects = [os.path.join(tmp, f"part{k}.o") for k in PARTS]
+            jobs = [subprocess.Popen([compiler, *FLAGS, f"-DCMC_PART={k}", include, "-c", src, "-o", obj],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    for k, obj in zip(PARTS, objects)]
+            errors = [job.communicate(timeout=600)[1] if job.returncode is None else "" for job in jobs]
+            errors = [err or f"exit status {job.returncode}" if job.returncode else "" for err, job in zip(errors, jobs)]
+            link = [compiler, *FLAGS, *objects, "-o", out]
+            if not any(errors):
+                res = subprocess.run(link, capture_output=True, text=True, timeout=600)
+                errors.append(res.stderr if res.returncode else "")
+            if any(errors) or not os.path.exists(out):
+                detail = " ".join(e.strip() for e in errors if e).strip()
+                raise RuntimeError(f"{compiler} {' '.join(FLAGS)} ... failed: {detail[-400:]}")
+            os.replace(out, path)  # atomic: a reader sees the whole library or none
+    return path
+
+
+def available() -> bool:
+    """Whether the kernel is built, loaded and registered with XLA for the CPU (building it on first call).
+    False, with one warning naming the reason, when it cannot be; False without a warning when disabled."""
+    with _lock:
+        if "ok" in _state:
+            return _state["ok"]
+        _state.update(ok=False, reason=None, path=None)
+        if not enabled():
+            _state["reason"] = f"disabled by {DISABLE_ENV}=0"
+            return False
+        try:
+            import jax
+            compiler = _compiler()
+            if compiler is None:
+                raise RuntimeError("no C++ compiler found ($CXX, c++, g++, clang++)")
+            source = resources.files(__name__).joinpath("hidden_stack.cc").read_bytes()
+            path = _build(source, compiler)
+            lib = ctypes.cdll.LoadLibrary(path)
+            jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(lib.CollapseMcHiddenStackForward),
+                                        platform="cpu")
+            jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(lib.CollapseMcHiddenStackBackward),
+                                        platform="cpu")
+            jax.ffi.register_ffi_target(REPORT, jax.ffi.pycapsule(lib.CollapseMcHiddenStackReport), platform="cpu")
+            _state.update(ok=True, path=path, lib=lib)
+        except Exception as e:  # noqa: BLE001 - any failure means: use XLA's code
+            _state["reason"] = f"{type(e).__name__}: {e}"
+            warnings.warn(f"collapse_mc: the native CPU kernel is unavailable ({_state['reason']}); training "
+                          f"uses XLA's code (slower; set {DISABLE_ENV}=0 to silence this)", RuntimeWarning,
+                          stacklevel=2)
+        return _state["ok"]
+
+
+def prepare_in_background() -> None:
+    """Build and load the kernel in a daemon thread (the compiler runs as subprocesses), so that a job's
+    work that does not need it overlaps the build; a later ``available()`` waits for it."""
+    if "ok" not in _state and enabled():
+        threading.Thread(target=available, name="collapse_mc-native-build", daemon=True).start()
+
+
+def status() -> dict:
+    """``{"enabled", "available", "reason", "path"}`` (builds the kernel if not yet tried)."""
+    ok = available()
+    return {"enabled": enabled(), "available": ok, "reason": _state.get("reason"), "path": _state.get("path")}
+
+
+@contextmanager
+def override(use: bool):
+    """Within the block, programs traced use the kernel only if ``use`` (and it is available); for comparing
+    the kernel with XLA's code in one process. Compiled programs cached before are not affected."""
+    token = _override.set(bool(use))
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def usable(width: int, activation: str, dtype) -> bool:
+    """Whether a hidden stack of this width, activation and dtype runs in the kernel in a CPU program."""
+    import jax
+    import jax.numpy as jnp
+    if _override.get() is False:
+        return False
+    return (1 <= width <= MAX_WIDTH and activation in ("relu", "leaky_relu") and jnp.dtype(dtype) == jnp.float32
+            and jax.default_backend() == "cpu" and available())
+
+
+def _flags(activation: str, negative_slope: float, residual: bool) -> dict:
+    import numpy as np
+    leaky = activation == "leaky_relu"
+    return {"slope": np.float32(negative_slope if leaky else 0.0), "leaky": np.int32(leaky),
+            "residual": np.int32(bool(residual))}
+
+
+def saves_pre(activation: str, residual: bool) -> bool:
+    """Whether the forward pass saves pre-activations (leaky ReLU or residual; a ReLU layer's derivative is
+    read off its output)."""
+    return activation == "leaky_relu" or bool(residual)
+
+
+def stack_forward(h, stacked, n, activation: str, negative_slope: float, residual: bool):
+    """``(out (W, P), inputs (L, W, P), pre (L, W, P) or (0,))`` of the stack: ``h (W, P)``, ``stacked
+    (L, W + 1, W)``, ``n`` (int32 scalar: active layers). vmap adds leading network axes."""
+    import jax
+    import jax.numpy as jnp
+    L = stacked.shape[0]
+    sd = jax.ShapeDtypeStruct
+    pre_shape = (L,) + h.shape if saves_pre(activation, residual) else (0,)
+    call = jax.ffi.ffi_call(FORWARD, (sd(h.shape, h.dtype), sd((L,) + h.shape, h.dtype), sd(pre_shape, h.dtype)),
+                            vmap_method="broadcast_all")
+    return call(h, stacked, jnp.asarray(n, jnp.int32), **_flags(activation, negative_slope, residual))
+
+
+def stack_backward(g, out, inputs, pre, stacked, n, activation: str, negative_slope: float, residual: bool):
+    """``(grad_h (W, P), grad_stacked (L, W + 1, W))`` for the cotangent ``g (W, P)`` of the stack's output,
+    from ``stack_forward``'s ``out, inputs, pre``; layers >= ``n`` get zero gradient."""
+    import jax
+    import jax.numpy as jnp
+    sd = jax.ShapeDtypeStruct
+    call = jax.ffi.ffi_call(BACKWARD, (sd(g.shape, g.dtype), sd(stacked.shape, stacked.dtype),
+                                       sd((2,) + g.shape, g.dtype)), vmap_method="broadcast_all")
+    grad_h, grad_stacked, _ = call(g, out, inputs, pre, stacked, jnp.asarray(n, jnp.int32),
+                                   **_flags(activation, negative_slope, residual))
+    return grad_h, grad_stacked
+
+
+def stack_report(h, stacked, n, activation: str, negative_slope: float, residual: bool):
+    """``(out (W, P), dead (L,) int32, constant (L,) bool)``: the stack's output and, per stacked layer,
+    ``observe.layer_report`` of its pre-activation and output over the P points (layers >= ``n``: (0, False)).
+    Nothing per layer is kept, so P may be large (the death check on the whole training set)."""
+    import jax
+    import jax.numpy as jnp
+    L = stacked.shape[0]
+    sd = jax.ShapeDtypeStruct
+    call = jax.ffi.ffi_call(REPORT, (sd(h.shape, h.dtype), sd((L,), jnp.int32), sd((L,), jnp.int32),
+                                     sd((3,) + h.shape, h.dtype)), vmap_method="broadcast_all")
+    out, dead, constant, _ = call(h, stacked, jnp.asarray(n, jnp.int32),
+                                  **_flags(activation, negative_slope, residual))
+    return out, dead, constant.astype(bool)
+
+
+__all__ = ["available", "prepare_in_background", "status", "usable", "override", "stack_forward", "stack_backward", "stack_report", "saves_pre", "enabled",
+           "cache_dir", "MAX_WIDTH", "DISABLE_ENV", "DIR_ENV"]

@@ -1,0 +1,162 @@
+"""The native CPU kernel of the hidden stack (collapse_mc/native) against XLA's code for the same arithmetic.
+
+Reports (dead neurons, constant layers) must agree exactly; outputs and gradients to float32 rounding (the
+kernel sums the weight gradients in another order); training outcomes of a short run exactly. Where no C++
+compiler is found, training falls back to XLA's code with one warning (tested in a subprocess)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from collapse_mc import native
+from collapse_mc.config import InitConfig, NetworkConfig
+from collapse_mc.nets.mlp import init_params
+from collapse_mc.training import TrainCell, TrainConfig, train_outcomes
+from collapse_mc.training.forward import deadness_t, forward_t, loss_and_grad_t, native_spec, saved_buffers
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"native kernel unavailable: {native.status()}")
+
+# (width, activation, residual): every code path of the kernel (ReLU reads its derivative off the output;
+# leaky ReLU and residual layers save pre-activations), widths 1 and 16 at the ends of the compiled range
+NETS = [(1, "relu", False), (5, "relu", False), (12, "relu", False), (16, "relu", False), (3, "leaky_relu", False),
+        (12, "leaky_relu", True), (4, "relu", True)]
+POINTS = (1, 37, 64)  # one point (a report's special case), a tail of 5 after two 16-lane blocks, whole blocks
+
+
+def _both(fn):
+    """``fn()`` traced with the kernel and with XLA's code: ``(native, xla)``."""
+    with native.override(True):
+        a = fn()
+    with native.override(False):
+        b = fn()
+    return a, b
+
+
+def _net(width, activation, residual, depth=9):
+    return NetworkConfig(width=width, depth=depth, activation=activation, residual=residual)
+
+
+def test_kernel_runs_the_stack_only_where_it_applies():
+    assert native_spec(_net(12, "relu", False)) == ("relu", 0.01)
+    assert native_spec(_net(17, "relu", False)) is None  # wider than the compiled widths
+    assert native_spec(_net(4, "tanh", False)) is None
+    with native.override(False):
+        assert native_spec(_net(4, "relu", False)) is None
+
+
+@pytest.mark.parametrize("width,activation,residual", NETS)
+def test_report_equals_xla(width, activation, residual):
+    """``deadness_t`` (born dead, death checks, classification): the same dead-neuron counts and constant
+    layers, exactly, and the same outputs to rounding, own depth and traced depth, on He networks of which
+    many have dead layers (so the counts are exercised)."""
+    net = _net(width, activation, residual)
+    dead_layers = 0
+    for seed in range(3):
+        params = init_params(net, InitConfig(), jax.random.key(seed))
+        for points in POINTS:
+            x = jnp.linspace(-1.7, 1.7, points)[None, :]
+            for depth in (None, jnp.int32(5)):
+                (y1, d1, c1), (y0, d0, c0) = _both(lambda: jax.jit(lambda p: deadness_t(net, p, x, depth))(params))
+                np.testing.assert_array_equal(d1, d0)
+                np.testing.assert_array_equal(c1, c0)
+                np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-6)
+                dead_layers += int(np.sum(d0 > 0))
+    if width <= 5 and not residual:
+        assert dead_layers > 0
+
+
+def test_report_sees_nan_as_neither_dead_nor_constant():
+    net = _net(3, "relu", False, depth=4)
+    params = init_params(net, InitConfig(), jax.random.key(0))
+    params = {**params, "hidden": {"affine": params["hidden"]["affine"].at[1, 0, 0].set(jnp.nan)}}
+    x = jnp.linspace(-1.7, 1.7, 40)[None, :]
+    (y1, d1, c1), (y0, d0, c0) = _both(lambda: jax.jit(lambda p: deadness_t(net, p, x))(params))
+    np.testing.assert_array_equal(d1, d0)
+    np.testing.assert_array_equal(c1, c0)
+    assert np.isnan(y1).all() == np.isnan(y0).all()
+
+
+@pytest.mark.parametrize("width,activation,residual", NETS)
+def test_gradients_equal_xla(width, activation, residual):
+    """The training step's loss and gradients (``loss_and_grad_t``, traced depth; autodiff through
+    ``forward_t``, own depth) agree with XLA's code to float32 rounding; layers above the depth get zero."""
+    net = _net(width, activation, residual, depth=7)
+    mse = lambda out, target: jnp.mean((out - target) ** 2)  # noqa: E731
+    for seed in range(2):
+        params = init_params(net, InitConfig(), jax.random.key(seed))
+        for points in POINTS:
+            x = jnp.linspace(-1.7, 1.7, points)[None, :]
+            y = jnp.abs(x)
+            for depth in (None, jnp.int32(4)):
+                step = _both(lambda: jax.jit(lambda p: loss_and_grad_t(net, p, x, y, mse, depth,
+                                                                         saved_buffers(net, points))[:2])(params))
+                auto = _both(lambda: jax.jit(jax.value_and_grad(
+                    lambda p: mse(forward_t(net, p, x, depth), y)))(params))
+                for a, b in (step, auto):
+                    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+                        scale = float(np.max(np.abs(v))) or 1.0
+                        np.testing.assert_allclose(u, v, rtol=0, atol=2e-5 * scale)
+                if depth is not None:
+                    np.testing.assert_array_equal(step[0][1]["hidden"]["affine"][3:], 0)
+
+
+def test_training_outcomes_equal_xla():
+    """A short trained cell (He, width 4, L_h 6, Adam, 300 steps, networks dying along the way): every
+    classification and death step the same with the kernel as with XLA's code, losses to rounding."""
+    cell = TrainCell(NetworkConfig(4, 6), InitConfig(),
+                     TrainConfig(lr=1e-2, steps=300, batch_size=16, n_train=128, test_points=65))
+
+    def run():
+        jax.clear_caches()
+        from collapse_mc.training import trainer
+        trainer._train_map.cache_clear()
+        return train_outcomes(cell, 0, 24, seed=3, after_death="stop")
+
+    a, b = _both(run)
+    for f in ("born_dead", "collapsed", "diverged", "dead_after_training", "died_at_step", "trained_to_end"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-3, atol=1e-6)
+    assert 0 < int(np.sum(b.dead_after_training & ~b.born_dead)) < 24  # some die in training, not all
+
+
+_FALLBACK = """
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from collapse_mc import native
+    from collapse_mc.config import InitConfig, NetworkConfig
+    from collapse_mc.training import TrainCell, TrainConfig, train_outcomes
+    out = train_outcomes(TrainCell(NetworkConfig(3, 3), InitConfig(), TrainConfig(steps=20, n_train=32,
+                         batch_size=8, test_points=33)), 0, 4)
+print(json.dumps({"status": native.status(), "trials": int(out.collapsed.shape[0]),
+                  "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]}))
+"""
+
+
+def _run(env_extra, tmp_path):
+    env = dict(os.environ, COLLAPSE_MC_NATIVE_DIR=str(tmp_path / "native"), **env_extra)
+    p = subprocess.run([sys.executable, "-c", _FALLBACK], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_without_a_compiler_training_falls_back_with_one_warning(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    res = _run({"PATH": str(empty), "CXX": ""}, tmp_path)
+    assert res["status"]["available"] is False and "no C++ compiler" in res["status"]["reason"]
+    assert res["trials"] == 4
+    assert len([w for w in res["warnings"] if "native CPU kernel is unavailable" in w]) == 1
+    assert not (tmp_path / "native").exists() or not list((tmp_path / "native").glob("*.so"))
+
+
+def test_disabled_by_environment_without_a_warning(tmp_path):
+    res = _run({native.DISABLE_ENV: "0"}, tmp_path)
+    assert res["status"] == {"enabled": False, "available": False, "reason": f"disabled by {native.DISABLE_ENV}=0",
+                             "path": None}
+    assert res["warnings"] == [] and res["trials"] == 4
