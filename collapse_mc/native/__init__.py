@@ -31,6 +31,7 @@ MAX_WIDTH = 16
 FORWARD = "collapse_mc_hidden_stack_forward_v1"
 BACKWARD = "collapse_mc_hidden_stack_backward_v1"
 REPORT = "collapse_mc_hidden_stack_report_v1"
+ADAM = "collapse_mc_adam_update_v1"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-w")
 PARTS = (1, 2)  # hidden_stack.cc's CMC_PART: compiled in parallel
 
@@ -132,6 +133,7 @@ def available() -> bool:
             jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(lib.CollapseMcHiddenStackBackward),
                                         platform="cpu")
             jax.ffi.register_ffi_target(REPORT, jax.ffi.pycapsule(lib.CollapseMcHiddenStackReport), platform="cpu")
+            jax.ffi.register_ffi_target(ADAM, jax.ffi.pycapsule(lib.CollapseMcAdamUpdate), platform="cpu")
             _state.update(ok=True, path=path, lib=lib)
         except Exception as e:  # noqa: BLE001 - any failure means: use XLA's code
             _state["reason"] = f"{type(e).__name__}: {e}"
@@ -229,5 +231,24 @@ def stack_report(h, stacked, n, activation: str, negative_slope: float, residual
     return out, dead, constant.astype(bool)
 
 
-__all__ = ["available", "prepare_in_background", "status", "usable", "override", "stack_forward", "stack_backward", "stack_report", "saves_pre", "enabled",
+def adam_update(param, grad, mu, nu, rows, hyper):
+    """Adam's update of one parameter leaf (optax.adam's arithmetic): ``(param', mu', nu')``. ``param, grad,
+    mu, nu`` have one shape; ``rows`` (int32 scalar) is how many entries of the leading axis to update (the
+    rest have zero gradient and moments, which Adam leaves unchanged); ``hyper (7,)`` float32: lr, b1, b2,
+    eps, eps_root, 1 - b1^t, 1 - b2^t for this update's count t. vmap adds leading network axes."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    if param.size == 0:
+        return param, mu, nu
+    if param.ndim == 0:
+        p, m, v = adam_update(param[None], grad[None], mu[None], nu[None], 1, hyper)
+        return p[0], m[0], v[0]
+    sd = jax.ShapeDtypeStruct(param.shape, param.dtype)
+    call = jax.ffi.ffi_call(ADAM, (sd, sd, sd), vmap_method="broadcast_all", input_output_aliases={0: 0, 2: 1, 3: 2})
+    return call(param, grad, mu, nu, jnp.asarray(rows, jnp.int32), jnp.asarray(hyper, jnp.float32),
+                rank=np.int32(param.ndim))
+
+
+__all__ = ["available", "prepare_in_background", "status", "usable", "override", "stack_forward", "stack_backward", "stack_report", "adam_update", "saves_pre", "enabled",
            "cache_dir", "MAX_WIDTH", "DISABLE_ENV", "DIR_ENV"]

@@ -24,6 +24,9 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #ifndef CMC_KERNELS_ONLY
 #include "xla/ffi/api/ffi.h"
@@ -264,6 +267,46 @@ void network_backward(const float* g_top, const float* out, const float* inputs,
 }
 
 
+// Adam's update of one parameter leaf, optax.adam's arithmetic element by element (optax.scale_by_adam then
+// scale_by_learning_rate then apply_updates), on a (R, C) leaf of one network: only rows < n (a stacked layer
+// above the trial's depth has zero gradient and zero moments, which Adam leaves unchanged; the caller copies
+// those rows when the outputs are not the inputs' buffers). hp = lr, b1, b2, eps, eps_root, and the bias
+// corrections c1 = 1 - b1^t, c2 = 1 - b2^t of this update's count t.
+inline vf vsqrt(vf x) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX__)
+  return (vf)_mm256_sqrt_ps((__m256)x);
+#else
+  for (int q = 0; q < kLanes; ++q) x[q] = __builtin_sqrtf(x[q]);
+  return x;
+#endif
+}
+
+void adam_rows(float* __restrict p, const float* __restrict g, float* __restrict mu, float* __restrict nu,
+               int64_t count, const float* hp) {
+  const float lr = hp[0], b1 = hp[1], b2 = hp[2], eps = hp[3], eps_root = hp[4], c1 = hp[5], c2 = hp[6];
+  const float a1 = 1.f - b1, a2 = 1.f - b2, step = -lr;
+  int64_t k = 0;
+  for (; k + kLanes <= count; k += kLanes) {
+    const vf gv = load(g + k);
+    const vf m = splat(a1) * gv + splat(b1) * load(mu + k);
+    const vf v = splat(a2) * (gv * gv) + splat(b2) * load(nu + k);
+    const vf u = (m / splat(c1)) / (vsqrt(v / splat(c2) + splat(eps_root)) + splat(eps));
+    store(mu + k, m);
+    store(nu + k, v);
+    store(p + k, load(p + k) + u * splat(step));
+  }
+  for (; k < count; ++k) {
+    const float gk = g[k];
+    const float m = a1 * gk + b1 * mu[k];
+    const float v = a2 * (gk * gk) + b2 * nu[k];
+    mu[k] = m;
+    nu[k] = v;
+    p[k] = p[k] + ((m / c1) / (__builtin_sqrtf(v / c2 + eps_root) + eps)) * step;
+  }
+}
+
 // The active layers over all P points, reporting per layer (observe.layer_report): dead[l], the number of
 // neurons whose pre-activation is <= 0 at every point, and constant[l], whether every neuron's output is the
 // same at every point (with one point: whether the output is zero); layers >= n report (0, 0). Nothing per
@@ -424,6 +467,42 @@ ffi::Error report_impl(ffi::AnyBuffer h0, ffi::AnyBuffer stacked, ffi::Buffer<ff
   });
 }
 
+
+// p, g, mu, nu: (B, R, ...); n: active rows per network; hp: (B, 7) or (7); outputs p', mu', nu' (may alias
+// p, mu, nu: XLA donates them)
+ffi::Error adam_impl(ffi::AnyBuffer p, ffi::AnyBuffer g, ffi::AnyBuffer mu, ffi::AnyBuffer nu,
+                     ffi::Buffer<ffi::S32> n, ffi::Buffer<ffi::F32> hp, int32_t rank,
+                     ffi::Result<ffi::AnyBuffer> p_out, ffi::Result<ffi::AnyBuffer> mu_out,
+                     ffi::Result<ffi::AnyBuffer> nu_out) {
+  // the last `rank` axes are one network's leaf: rows along the first of them, C entries per row
+  const auto d = p.dimensions();
+  if (rank < 1 || static_cast<size_t>(rank) > d.size()) return ffi::Error::InvalidArgument("adam: bad rank");
+  const int64_t R = d[d.size() - rank];
+  int64_t C = 1;
+  for (size_t k = d.size() - rank + 1; k < d.size(); ++k) C *= d[k];
+  const int64_t RC = R * C;
+  const int64_t batch = R * C == 0 ? 0 : static_cast<int64_t>(p.element_count()) / RC;
+  const float* hps = hp.typed_data();
+  const bool per_net = static_cast<int64_t>(hp.element_count()) == 7 * batch && batch > 1;
+  if (!per_net && hp.element_count() != 7) return ffi::Error::InvalidArgument("adam: 7 hyperparameters");
+  float* po = p_out->typed_data<float>();
+  float* mo = mu_out->typed_data<float>();
+  float* vo = nu_out->typed_data<float>();
+  const float* pi = p.typed_data<float>();
+  const float* mi = mu.typed_data<float>();
+  const float* vi_ = nu.typed_data<float>();
+  const float* gi = g.typed_data<float>();
+  const size_t bytes = sizeof(float) * p.element_count();
+  // unless XLA handed the inputs' buffers as the outputs, start from copies (rows >= n stay as they are)
+  if (po != pi) std::memcpy(po, pi, bytes);
+  if (mo != mi) std::memcpy(mo, mi, bytes);
+  if (vo != vi_) std::memcpy(vo, vi_, bytes);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t rows = active(n, b, R);
+    adam_rows(po + b * RC, gi + b * RC, mo + b * RC, vo + b * RC, rows * C, hps + (per_net ? 7 * b : 0));
+  }
+  return ffi::Error::Success();
+}
 #endif
 #if !defined(CMC_PART) || CMC_PART == 2  // backward
 ffi::Error backward_impl(ffi::AnyBuffer g, ffi::AnyBuffer out, ffi::AnyBuffer inputs, ffi::AnyBuffer pre,
@@ -481,6 +560,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcHiddenStackReport, report_impl,
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcAdamUpdate, adam_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int32_t>("rank")
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 #endif
 #if !defined(CMC_PART) || CMC_PART == 2  // backward

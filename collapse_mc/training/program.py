@@ -35,13 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import rng
+from .. import native, rng
 from ..config import InitConfig, NetworkConfig, ProbeConfig
 from ..deadness.probes import probe_points
 from ..nets.mlp import MLP
 from . import classify
 from .config import TrainStatic
-from .forward import deadness_t, forward_t, loss_and_grad_t, saved_buffers
+from .forward import active_stacked, deadness_t, forward_t, loss_and_grad_t, native_spec, saved_buffers
 from .losses import get_loss
 from .optimizers import make_optimizer
 from .targets import dense_grid, get_target, target_stats
@@ -179,8 +179,12 @@ class TrainProgram:
             idx = None if st.batch_size is None else jax.random.randint(
                 jax.random.fold_in(batch_key, t), (st.batch_size,), 0, self.n_train)
             value, grads, saved = batch_grad(params, idx, saved)
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, finite & jnp.isfinite(value), saved)
+            if self.native_adam:
+                params, opt_state = self._adam_native(grads, opt_state, params, values)
+            else:
+                updates, opt_state = opt.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+            return (params, opt_state, finite & jnp.isfinite(value), saved)
 
         def body(carry, i):
             t = step0 + i
@@ -188,6 +192,36 @@ class TrainProgram:
 
         carry = (state.params, state.opt_state, state.finite, saved)
         return TrainState(*jax.lax.scan(body, carry, jnp.arange(length, dtype=jnp.int32))[0][:3])
+
+    @property
+    def native_adam(self) -> bool:
+        """Whether the update runs in the native kernel's Adam (``native.adam_update``): plain ``adam``
+        (constant schedule, no options) of a network whose hidden stack runs in the kernel. Only the active
+        stacked layers are updated (those above a traced depth keep zero gradient and moments, which Adam
+        leaves unchanged), where optax's update passes over the whole capacity."""
+        st = self.static
+        return (st.optimizer == "adam" and st.schedule == "constant" and not st.optimizer_options
+                and native_spec(self.network) is not None)
+
+    def _adam_native(self, grads, opt_state, params, values):
+        """``optax.adam``'s update and ``apply_updates`` through ``native.adam_update``: ``(params, opt_state)``
+        with ``opt_state``'s structure (``ScaleByAdamState``, ``EmptyState``) unchanged."""
+        adam = opt_state[0]
+        count = optax.safe_increment(adam.count)
+        b1, b2 = values["beta1"], values["beta2"]
+        hyper = jnp.stack([values["lr"], b1, b2, jnp.float32(1e-8), jnp.float32(0.0),
+                           (1 - b1 ** count).astype(jnp.float32), (1 - b2 ** count).astype(jnp.float32)])
+        depth = self.depth(values)
+        n = active_stacked(self.network, depth) if depth is not None else None
+
+        def leaf(path, p, g, m, v):
+            stacked = any(getattr(k, "key", None) == "hidden" for k in path)
+            rows = n if (stacked and n is not None) else (p.shape[0] if p.ndim else 1)
+            return native.adam_update(p, g, m, v, rows, hyper)
+
+        out = jax.tree_util.tree_map_with_path(leaf, params, grads, adam.mu, adam.nu)
+        pick = lambda i: jax.tree.map(lambda t: t[i], out, is_leaf=lambda t: isinstance(t, tuple))  # noqa: E731
+        return pick(0), (adam._replace(count=count, mu=pick(1), nu=pick(2)), *opt_state[1:])
 
     def full_steps(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
         """``length`` full training steps from global step ``step0``."""
