@@ -65,7 +65,7 @@ def main(argv=None) -> None:
         def run():
             with tempfile.TemporaryDirectory() as tmp:
                 db = os.path.join(tmp, "bench.sqlite")
-                run_sweep(spec, db, after_death="stop", depth_capacity=region.capacity(depth))
+                run_sweep(spec, db, after_death="stop", depth_capacity=region.capacity(depth, width))
                 with Store(db) as store:
                     return store.outcomes(spec.cells[0].cell_hash)
 

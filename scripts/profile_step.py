@@ -9,10 +9,13 @@ Times (best of 3, compiled, one device, ``chunk`` networks vmapped) of:
 * ``death_check``: one death check on the whole 3,000-point training set (``is_dead``), made every 100 steps;
 * ``minibatch_rng``: drawing the 100 steps' minibatch indices alone (Threefry, ``jax.random.randint``);
 * ``cheap_block``: 100 steps of a network dead on its training set (``cheap_block``);
-* the hidden stack alone on 64 points (the part that grows with depth): ``stack_forward``,
+* the hidden stack alone on 64 points (the part that grows with depth), in XLA's code: ``stack_forward``,
   ``stack_forward_backward`` (``hidden_stack`` and its hand-written backward pass), and
   ``stack_weight_gradients``: the backward pass's weight-gradient reductions alone (per layer
-  ``sum_p h[i, p] delta[j, p]``, the same fused reduction on arrays of the same shapes).
+  ``sum_p h[i, p] delta[j, p]``, the same fused reduction on arrays of the same shapes); and, where the
+  native CPU kernel applies (``collapse_mc.native``), ``native_stack_forward`` and
+  ``native_stack_forward_backward``: the same two in the kernel. ``block`` and the others use the kernel
+  where it applies (``COLLAPSE_MC_NO_NATIVE=1``: XLA's code everywhere).
 
 Also the useful FLOP rate of the hidden stack's forward + backward (3 x 2 x width^2 x 64 per layer and network).
 """
@@ -102,6 +105,18 @@ def main():
     ms["stack_forward"] = 1e3 * best_of(jax.jit(jax.vmap(stack_forward)), h, stacked)
     ms["stack_forward_backward"] = 1e3 * best_of(jax.jit(jax.vmap(jax.grad(stack_loss, (0, 1)))), h, stacked)
     ms["stack_weight_gradients"] = 1e3 * best_of(jax.jit(weight_gradients), saved, saved * 0.5)
+    kernel = forward.native_spec(cell.network)
+    if kernel is not None:
+        def native_forward(h, a):
+            return jnp.sum(forward.hidden_stack(relu, False, kernel, h, a, None))
+
+        def native_loss(h, a):
+            out = forward.hidden_stack(relu, False, kernel, h, a, None)
+            return jnp.sum(out * out)
+
+        ms["native_stack_forward"] = 1e3 * best_of(jax.jit(jax.vmap(native_forward)), h, stacked)
+        ms["native_stack_forward_backward"] = 1e3 * best_of(jax.jit(jax.vmap(jax.grad(native_loss, (0, 1)))), h,
+                                                            stacked)
     flop = 3 * 2 * w * w * POINTS * (d - 1) * n
     print(json.dumps({
         "width": w, "depth": d, "layers": d + 1, "chunk": n, "device": str(jax.devices()[0]),
@@ -114,6 +129,8 @@ def main():
                                              / ms["stack_forward"], 2),
         "stack_weight_gradient_share": round(ms["stack_weight_gradients"] / ms["stack_forward_backward"], 3),
         "stack_useful_gflop_per_s": round(flop / ms["stack_forward_backward"] / 1e6, 1),
+        "native_stack_useful_gflop_per_s": (round(flop / ms["native_stack_forward_backward"] / 1e6, 1)
+                                            if "native_stack_forward_backward" in ms else None),
     }, indent=1))
 
 

@@ -196,7 +196,21 @@ def test_without_a_compiler_training_falls_back_with_one_warning(tmp_path):
 
 
 def test_disabled_by_environment_without_a_warning(tmp_path):
-    res = _run({native.DISABLE_ENV: "0"}, tmp_path)
-    assert res["status"] == {"enabled": False, "available": False, "reason": f"disabled by {native.DISABLE_ENV}=0",
+    res = _run({native.DISABLE_ENV: "1"}, tmp_path)
+    assert res["status"] == {"enabled": False, "available": False, "reason": f"disabled by {native.DISABLE_ENV}=1",
                              "path": None}
     assert res["warnings"] == [] and res["trials"] == 4
+
+
+def test_command_line_no_native_never_builds_the_kernel(tmp_path):
+    """``collapse-mc --no-native`` (anywhere on the line) trains in XLA's code: the kernel is not even built
+    into an empty cache folder, and the command's results come out as usual."""
+    env = dict(os.environ, COLLAPSE_MC_NATIVE_DIR=str(tmp_path / "native"))
+    env.pop(native.DISABLE_ENV, None)
+    cmd = [sys.executable, "-c", "from collapse_mc.cli import main; raise SystemExit(main())", "estimate",
+           "--width", "3", "--depth", "3", "--trials", "4", "--steps", "20", "--no-progress", "--json", "--no-native"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert out["trials"] == 4
+    assert not (tmp_path / "native").exists() or not list((tmp_path / "native").glob("*.so"))

@@ -4,7 +4,9 @@ Subcommands live in one module each (``cli/<name>.py``) exposing ``register(subp
 dispatches. Conventions: ``--json`` prints machine-readable output on stdout; progress goes to stderr (only on
 a terminal); a user error, and a fault of the environment (disk full, a read-only or damaged store, a missing
 folder), is one line on stderr and exit status 2, with no traceback. Compiled programs are kept in a persistent
-cache (``collapse_mc.cache``) unless ``--no-cache`` (accepted anywhere on the line) or ``COLLAPSE_MC_NO_CACHE=1``.
+cache (``collapse_mc.cache``) unless ``--no-cache`` (accepted anywhere on the line) or ``COLLAPSE_MC_NO_CACHE=1``;
+on a CPU, training and the death checks of ReLU networks of width <= 16 use the native kernel
+(``collapse_mc.native``) unless ``--no-native`` (anywhere on the line) or ``COLLAPSE_MC_NO_NATIVE=1``.
 """
 from __future__ import annotations
 
@@ -35,7 +37,11 @@ def build_parser():
                     "--depth counts HIDDEN layers; --layers (the papers' count) = depth + 1. Compiled programs "
                     "are cached on disk (~/.cache/collapse_mc/xla, or $COLLAPSE_MC_CACHE_DIR), so a second "
                     "command with the same shapes starts at once; --no-cache (anywhere on the line) or "
-                    "COLLAPSE_MC_NO_CACHE=1 turns that off.",
+                    "COLLAPSE_MC_NO_CACHE=1 turns that off. On a CPU, networks of width <= 16 train in a native "
+                    "C++ kernel compiled once per machine with the system's compiler (~/.cache/collapse_mc/native, "
+                    "or $COLLAPSE_MC_NATIVE_DIR; XLA's code where it cannot be built); --no-native (anywhere on "
+                    "the line) or COLLAPSE_MC_NO_NATIVE=1 uses XLA's code everywhere (results agree to float32 "
+                    "rounding).",
     )
     parser.add_argument("--version", action="version", version=f"collapse-mc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if "--no-cache" in argv:
         argv = [a for a in argv if a != "--no-cache"]
         os.environ[DISABLE_ENV] = "1"
+    if "--no-native" in argv:
+        from ..native import DISABLE_ENV as NO_NATIVE
+        argv = [a for a in argv if a != "--no-native"]
+        os.environ[NO_NATIVE] = "1"
     enable_compilation_cache()
     try:
         parser = build_parser()

@@ -83,15 +83,28 @@ def run(job: SafeRegionJob, db: str, progress_factory: Callable | None = None, a
     Returns ``{"born_dead": {...}, "trained": {...}}`` summaries of what was computed."""
     born = {"trials_computed": 0}
     t0 = time.perf_counter()
-    if job.region() is not None:
+    region = job.region()
+    prewarm = None
+    if region is not None:
         native.prepare_in_background()  # the trained part's CPU kernel compiles while the born-dead part runs
+        if not os.path.exists(db) and training_available():
+            # a fresh store: the trained programs compile in the background, overlapping the born-dead part
+            # (a resumed run skips this: it may have little or nothing left to train)
+            prewarm = tr.prewarm_in_background(region, first=ANCHOR_CELLS)
+    try:
+        return _run_parts(job, db, region, progress_factory, adaptive, initial_trials, budget, born, t0)
+    finally:
+        if prewarm is not None:
+            prewarm.stop()
+
+
+def _run_parts(job, db, region, progress_factory, adaptive, initial_trials, budget, born, t0) -> dict:
     if adaptive:
         born["adaptive"] = _adaptive(job, db, progress_factory, initial_trials,
                                      budget or job.trials * len(job.widths))
         born["trials_computed"] += born["adaptive"]["trials_computed"]
     else:
         born["trials_computed"] += _run(born_dead_spec(job), db, progress_factory, "born dead")["trials_computed"]
-    region = job.region()
     out = {"born_dead": born}
     if region is not None and training_available():
         for init in region.inits:
@@ -108,7 +121,7 @@ def run(job: SafeRegionJob, db: str, progress_factory: Callable | None = None, a
                 if w in region.widths and d in region.depths:
                     anchors += _run(tr.trained_spec(region, init, w, d, region.anchor_trials), db, progress_factory,
                                     f"trained {init} N={w} L_h={d}", after_death="stop",
-                                    depth_capacity=region.capacity(d))["trials_computed"]
+                                    depth_capacity=region.capacity(d, w))["trials_computed"]
         report = tr.run(region, db, grids, progress_factory)
         report["trials_computed"] += anchors
         out["trained"] = {k: v for k, v in report.items() if k != "inits"}

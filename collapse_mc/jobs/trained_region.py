@@ -30,9 +30,13 @@ from ..sweep.spec import parse_spec
 
 TRAINED_INITS = ("he_normal", "rai")
 # cells train in programs of these depths with their own depth traced (``training.train_outcomes``'s
-# ``depth_capacity``): each width compiles twice, not once per depth; a shallow cell in a deep program pays for
-# its unused saved-activation buffers, hence two capacities rather than one (see README, "The main job")
+# ``depth_capacity``): each width compiles twice, not once per depth; in XLA's code a shallow cell in a deep
+# program pays for its unused saved-activation buffers and optimizer state, hence two capacities rather than
+# one (see README, "The main job"). The native CPU kernel skips layers above the depth in every pass (forward,
+# backward, Adam, death checks): a width-4, L_h 9 cell trains as fast in capacity 64 as in 16 (README), so
+# where it runs a width compiles once
 DEPTH_CAPACITIES = (16, 64)
+NATIVE_DEPTH_CAPACITIES = (64,)
 PROTOCOL = {"target": "abs", "loss": "mse", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "n_train": 3000}
 
 
@@ -58,16 +62,71 @@ class TrainedRegion:
     seed: int = 0
     born_dead_trials: int = 1000
     anchor_trials: int = 128
-    depth_capacities: tuple = DEPTH_CAPACITIES
+    depth_capacities: tuple | None = None  # None: NATIVE_DEPTH_CAPACITIES where the native kernel trains the
+    # width, else DEPTH_CAPACITIES
 
     @property
     def max_depth(self) -> int:
         return max(self.depths)
 
-    def capacity(self, depth: int) -> int | None:
-        """The compiled depth a cell of ``depth`` hidden layers trains in: the smallest capacity >= depth
-        (None: its own depth)."""
-        return min((c for c in self.depth_capacities if c >= depth), default=None)
+    def capacities(self, width: int | None = None) -> tuple:
+        if self.depth_capacities is not None:
+            return tuple(self.depth_capacities)
+        from ..config import NetworkConfig
+        from ..training.forward import native_spec
+        if width is not None and native_spec(NetworkConfig(width=width, depth=1)) is not None:
+            return NATIVE_DEPTH_CAPACITIES
+        return DEPTH_CAPACITIES
+
+    def capacity(self, depth: int, width: int | None = None) -> int | None:
+        """The compiled depth a cell of ``depth`` hidden layers (and ``width``) trains in: the smallest of
+        ``capacities(width)`` >= depth (None: its own depth)."""
+        return min((c for c in self.capacities(width) if c >= depth), default=None)
+
+
+class Prewarm:
+    """A running ``prewarm_in_background``: ``stop()`` ends it after the compilation under way and waits."""
+
+    def __init__(self, thread, event):
+        self.thread, self.event = thread, event
+
+    def stop(self) -> None:
+        self.event.set()
+        self.thread.join()
+
+
+def prewarm_in_background(region: TrainedRegion, first: tuple = ()) -> Prewarm:
+    """Compile the trained diagram's programs in a daemon thread, in the order the job needs them (the
+    ``(width, depth)`` cells ``first``, then every width of every initialization in the search's order, each
+    at its capacities), so that compiling overlaps the born-dead part and the training of earlier widths
+    (XLA compiles on one core; the job trains on all). The job's calls wait for a compilation under way
+    instead of starting their own; nothing here changes a result. Best effort: any failure ends the thread
+    and the job compiles as it would have."""
+    import threading
+    stop = threading.Event()
+
+    def work():
+        from ..training import trainer
+        try:
+            order = [(init, w, d) for w, d in first for init in region.inits]
+            order += [(init, w, c) for init in region.inits for w in sorted(region.widths)
+                      for c in region.capacities(w)]
+            seen = set()
+            for init, w, d in order:
+                if stop.is_set():
+                    return
+                cap = region.capacity(d, w)
+                if cap is None or (init, w, cap) in seen:
+                    continue
+                seen.add((init, w, cap))
+                cell = trained_spec(region, init, w, min(d, cap), region.block_size).cells[0].cell
+                trainer.prewarm(cell, region.block_size, region.seed, after_death="stop", depth_capacity=cap)
+        except Exception:  # noqa: BLE001 - the job compiles what is missing itself
+            return
+
+    thread = threading.Thread(target=work, name="collapse_mc-prewarm", daemon=True)
+    thread.start()
+    return Prewarm(thread, stop)
 
 
 def trained_spec(region: TrainedRegion, init: str, width: int, depth: int, trials: int):
@@ -134,7 +193,8 @@ def run(region: TrainedRegion, db: str, born_dead: dict, progress_factory: Calla
 
             def evaluate(depth, n, init=init, w=w):
                 spec = trained_spec(region, init, w, depth, n)
-                res = _run(spec, db, progress_factory, f"trained {init} N={w} L_h={depth}", region.capacity(depth))
+                res = _run(spec, db, progress_factory, f"trained {init} N={w} L_h={depth}",
+                           region.capacity(depth, w))
                 report["trials_computed"] += res["trials_computed"]
                 with Store(db) as store:
                     counts, _ = _first_n(store, spec.cells[0].cell_hash, n, region.steps)
@@ -293,7 +353,7 @@ def uniform_agreement(widths=(2, 3, 4, 5), depths=(1, 2, 3, 4, 6, 9, 12, 16), tr
         events = {}
         for d in depths:
             cell = trained_spec(region, init, w, d, trials).cells[0].cell
-            o = train_outcomes(cell, 0, trials, seed, after_death="stop", depth_capacity=region.capacity(d))
+            o = train_outcomes(cell, 0, trials, seed, after_death="stop", depth_capacity=region.capacity(d, w))
             decided = ~(np.asarray(o.diverged) & ~np.asarray(o.dead_after_training))
             events[d] = (np.asarray(o.collapsed) & decided, decided, np.asarray(o.born_dead))
             if progress:

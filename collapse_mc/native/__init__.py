@@ -8,7 +8,8 @@ the source, the flags, the compiler, jaxlib and the CPU, so a later process only
 be built (no compiler, a read-only cache), training uses XLA's code, with one warning; results agree to
 float32 rounding (summation orders differ), not bit for bit.
 
-``COLLAPSE_MC_NATIVE=0`` turns the kernel off (XLA's code everywhere). Only the CPU backend uses it.
+``COLLAPSE_MC_NO_NATIVE=1`` turns the kernel off (XLA's code everywhere), as ``COLLAPSE_MC_NO_CACHE=1`` turns
+off the compilation cache. Only the CPU backend uses it.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from importlib import resources
 
-DISABLE_ENV = "COLLAPSE_MC_NATIVE"
+DISABLE_ENV = "COLLAPSE_MC_NO_NATIVE"
 DIR_ENV = "COLLAPSE_MC_NATIVE_DIR"
 MAX_WIDTH = 16
 FORWARD = "collapse_mc_hidden_stack_forward_v1"
@@ -41,8 +42,8 @@ _override: ContextVar[bool | None] = ContextVar("collapse_mc_native_override", d
 
 
 def enabled() -> bool:
-    """False when ``COLLAPSE_MC_NATIVE`` is set to 0 (or empty/"false"/"no"/"off")."""
-    return os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "", "false", "no", "off")
+    """False when ``COLLAPSE_MC_NO_NATIVE`` is set (to anything but "" or "0", as ``COLLAPSE_MC_NO_CACHE``)."""
+    return os.environ.get(DISABLE_ENV, "") in ("", "0")
 
 
 def cache_dir() -> str:
@@ -118,7 +119,7 @@ def available() -> bool:
             return _state["ok"]
         _state.update(ok=False, reason=None, path=None)
         if not enabled():
-            _state["reason"] = f"disabled by {DISABLE_ENV}=0"
+            _state["reason"] = f"disabled by {DISABLE_ENV}=1"
             return False
         try:
             import jax
@@ -138,7 +139,7 @@ def available() -> bool:
         except Exception as e:  # noqa: BLE001 - any failure means: use XLA's code
             _state["reason"] = f"{type(e).__name__}: {e}"
             warnings.warn(f"collapse_mc: the native CPU kernel is unavailable ({_state['reason']}); training "
-                          f"uses XLA's code (slower; set {DISABLE_ENV}=0 to silence this)", RuntimeWarning,
+                          f"uses XLA's code (slower; set {DISABLE_ENV}=1 to silence this)", RuntimeWarning,
                           stacklevel=2)
         return _state["ok"]
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -108,18 +109,29 @@ OUTCOME_FIELDS = TrainOutcomes._fields  # the per-trial arrays stored for a trai
 
 class _Timed:
     """A jitted function compiled ahead of time at its first call for each chunk size (the leading axis of its
-    first argument's first leaf); ``clock[0]`` accumulates compile time."""
+    first argument's first leaf), or before it by ``prepare`` (from another thread: ``TrainMap.prewarm``);
+    ``clock[0]`` accumulates the time calls spent compiling or waiting for a compilation under way."""
 
     def __init__(self, jitted, clock: list):
         self.jitted, self.compiled, self.clock = jitted, {}, clock
+        self._lock = threading.Lock()
+
+    def prepare(self, *args):
+        """Compile for these (abstract or concrete) arguments unless done: the compiled program."""
+        size = jax.tree.leaves(args[0])[0].shape[0]
+        with self._lock:
+            if size not in self.compiled:
+                self.compiled[size] = self.jitted.lower(*args).compile()
+            return self.compiled[size]
 
     def __call__(self, *args):
         size = jax.tree.leaves(args[0])[0].shape[0]
-        if size not in self.compiled:
+        compiled = self.compiled.get(size)
+        if compiled is None:
             t0 = time.perf_counter()
-            self.compiled[size] = self.jitted.lower(*args).compile()
+            compiled = self.prepare(*args)
             self.clock[0] += time.perf_counter() - t0
-        return self.compiled[size](*args)
+        return compiled(*args)
 
 
 class TrainMap:
@@ -177,6 +189,30 @@ class TrainMap:
     @property
     def compile_seconds(self) -> float:
         return self._clock[0]
+
+    def prewarm(self, root, values, after_death: str = "train") -> None:
+        """Compile every phase a run with these traced ``values`` (and ``root``'s shape) will call, at every
+        chunk size it may use, before it is called: a caller that knows which cells come next runs this in a
+        background thread so compiling overlaps other work (a later call waits for a compilation under way
+        rather than starting its own)."""
+        root = jax.device_put(root, self._replicated)
+        values = jax.device_put(values, self._replicated)
+        step0 = jnp.int32(0)
+
+        def spec(tree, size):  # the chunk's arrays as the driver passes them: host copies put on the devices
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct((size,) + tuple(a.shape[1:]), a.dtype,
+                                                               sharding=self._sharding), tree)
+
+        trials = jax.ShapeDtypeStruct((self.chunk_size,), jnp.int32, sharding=self._sharding)
+        state, data, _ = self._init.prepare(trials, root, values).out_info
+        self._checks.prepare(spec(state, self.chunk_size), spec(data, self.chunk_size), values)
+        for size in sorted({self.full_chunk, self.tail_chunk}):
+            t = jax.ShapeDtypeStruct((size,), jnp.int32, sharding=self._sharding)
+            self._full.prepare(spec(state, size), spec(data, size), t, root, values, step0)
+        if after_death == "train" and self.program.has_cheap_path:
+            self._cheap.prepare(spec(state, self.chunk_size), spec(data, self.chunk_size), trials, root, values,
+                                step0)
+        self._finish.prepare(spec(state, self.chunk_size), spec(data, self.chunk_size), values)
 
     def wave_size(self) -> int:
         """Trials held at once (host memory for their states and training sets within ``WAVE_MEMORY_BYTES``)."""
@@ -389,6 +425,15 @@ def train_map(cell: TrainCell, chunk_size: int | None = None, devices=None, tria
     block = min(CHECK_EVERY, cell.train.steps)
     return _train_map(cell.network, cell.init, cell.train.static_part(), optimizer, chunk, devices, block, full,
                       tail, depth_capacity is not None, cell.model, cell.data, generic)
+
+
+def prewarm(cell: TrainCell, trials: int, seed: int = 0, after_death: str = "train",
+            depth_capacity: int | None = None) -> None:
+    """``TrainMap.prewarm`` for the programs ``train_outcomes(cell, ..., chunk_trials=trials, after_death=...,
+    depth_capacity=...)`` will run with default chunking on the local devices (how a sweep runs a block of
+    ``trials``)."""
+    tm = train_map(cell, None, None, trials=trials, depth_capacity=depth_capacity)
+    tm.prewarm(root_array(seed, cell), values_array(cell, depth_capacity is not None), after_death)
 
 
 def root_array(seed: int, cell: TrainCell) -> jax.Array:
