@@ -18,7 +18,7 @@ from collapse_mc import native
 from collapse_mc.config import InitConfig, NetworkConfig
 from collapse_mc.nets.mlp import init_params
 from collapse_mc.training import TrainCell, TrainConfig, train_outcomes
-from collapse_mc.training.forward import deadness_t, forward_t, loss_and_grad_t, native_spec, saved_buffers
+from collapse_mc.training.forward import any_dead_t, deadness_t, forward_t, loss_and_grad_t, native_spec, saved_buffers
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"native kernel unavailable: {native.status()}")
 
@@ -69,6 +69,47 @@ def test_report_equals_xla(width, activation, residual):
                 dead_layers += int(np.sum(d0 > 0))
     if width <= 5 and not residual:
         assert dead_layers > 0
+
+
+@pytest.mark.parametrize("width,activation,residual", NETS)
+def test_death_check_equals_the_report(width, activation, residual):
+    """``any_dead_t`` (the death check: a first pass over the first points, the whole set only where a layer
+    is dead there) gives exactly ``deadness_t``'s ``any(constant & (dead == width))``, own and traced depth,
+    on point sets shorter and longer than the first pass."""
+    net = _net(width, activation, residual)
+    seen = set()
+    for seed in range(6):
+        params = init_params(net, InitConfig(), jax.random.key(seed))
+        for points in (1, 37, 300):
+            x = jax.random.uniform(jax.random.key(100 + seed), (1, points), minval=-1.7, maxval=1.7)
+            for depth in (None, jnp.int32(5)):
+                with native.override(True):
+                    fast = bool(jax.jit(lambda p: any_dead_t(net, p, x, depth))(params))
+                with native.override(False):
+                    _, d, c = jax.jit(lambda p: deadness_t(net, p, x, depth))(params)
+                assert fast == bool(jnp.any(c & (d == width))), (seed, points, depth)
+                seen.add(fast)
+    if activation == "relu" and not residual and width <= 5:
+        assert True in seen  # narrow He networks: dead ones are checked too (wider ones are mostly alive)
+    if width >= 12:
+        assert False in seen
+
+
+def test_death_check_looks_past_the_first_points():
+    """A stacked layer dead on the first points (x < 1 of a sorted set) but alive beyond them is not dead:
+    the check must run the whole set (its second pass); and with the live points removed it is dead."""
+    net = _net(1, "relu", False, depth=3)
+    params = {"input": jnp.array([[1.0], [-1.0]]),  # h = relu(x - 1): zero unless x > 1
+              "hidden": {"affine": jnp.array([[[1.0], [0.0]], [[1.0], [0.0]]])},  # relu(h): alive only where x > 1
+              "output": jnp.array([[1.0], [0.0]])}
+    x = jnp.linspace(-1.7, 1.7, 3000)[None, :]
+    with native.override(True):
+        assert not bool(jax.jit(lambda p: any_dead_t(net, p, x))(params))
+        params_dead = {**params, "input": jnp.array([[1.0], [-2.0]])}  # relu(x - 2) = 0 on [-1.7, 1.7]
+        assert bool(jax.jit(lambda p: any_dead_t(net, p, x))(params_dead))
+    with native.override(False):
+        _, d, c = deadness_t(net, params, x)
+        assert not bool(jnp.any(c & (d == 1)))
 
 
 def test_report_sees_nan_as_neither_dead_nor_constant():

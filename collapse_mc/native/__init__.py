@@ -33,6 +33,8 @@ FORWARD = "collapse_mc_hidden_stack_forward_v1"
 BACKWARD = "collapse_mc_hidden_stack_backward_v1"
 REPORT = "collapse_mc_hidden_stack_report_v1"
 ADAM = "collapse_mc_adam_update_v1"
+ANY_DEAD = "collapse_mc_hidden_stack_any_dead_v1"
+DEAD_CHECK_PREFIX = 128  # points of the cheap first pass of ``stack_any_dead``
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-w")
 PARTS = (1, 2)  # hidden_stack.cc's CMC_PART: compiled in parallel
 
@@ -135,6 +137,8 @@ def available() -> bool:
                                         platform="cpu")
             jax.ffi.register_ffi_target(REPORT, jax.ffi.pycapsule(lib.CollapseMcHiddenStackReport), platform="cpu")
             jax.ffi.register_ffi_target(ADAM, jax.ffi.pycapsule(lib.CollapseMcAdamUpdate), platform="cpu")
+            jax.ffi.register_ffi_target(ANY_DEAD, jax.ffi.pycapsule(lib.CollapseMcHiddenStackAnyDead),
+                                        platform="cpu")
             _state.update(ok=True, path=path, lib=lib)
         except Exception as e:  # noqa: BLE001 - any failure means: use XLA's code
             _state["reason"] = f"{type(e).__name__}: {e}"
@@ -232,6 +236,24 @@ def stack_report(h, stacked, n, activation: str, negative_slope: float, residual
     return out, dead, constant.astype(bool)
 
 
+def stack_any_dead(h, stacked, n, activation: str, negative_slope: float, residual: bool,
+                   prefix: int = DEAD_CHECK_PREFIX):
+    """Whether some active stacked layer is dead on all P points (``stack_report``'s ``dead == W`` and
+    ``constant``), bool scalar. Exactly ``stack_report``'s answer, cheaper: a layer dead on all points is dead on
+    the first ``prefix``, so the whole report runs only where some layer is dead on those."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    L = stacked.shape[0]
+    W, P = h.shape
+    sd = jax.ShapeDtypeStruct
+    call = jax.ffi.ffi_call(ANY_DEAD, (sd((), jnp.int32), sd((5 * W * P + 2 * L,), h.dtype)),
+                            vmap_method="broadcast_all")
+    dead, _ = call(h, stacked, jnp.asarray(n, jnp.int32), prefix=np.int64(prefix),
+                   **_flags(activation, negative_slope, residual))
+    return dead.astype(bool)
+
+
 def adam_update(param, grad, mu, nu, rows, hyper):
     """Adam's update of one parameter leaf (optax.adam's arithmetic): ``(param', mu', nu')``. ``param, grad,
     mu, nu`` have one shape; ``rows`` (int32 scalar) is how many entries of the leading axis to update (the
@@ -251,5 +273,5 @@ def adam_update(param, grad, mu, nu, rows, hyper):
                 rank=np.int32(param.ndim))
 
 
-__all__ = ["available", "prepare_in_background", "status", "usable", "override", "stack_forward", "stack_backward", "stack_report", "adam_update", "saves_pre", "enabled",
+__all__ = ["available", "prepare_in_background", "status", "usable", "override", "stack_forward", "stack_backward", "stack_report", "stack_any_dead", "adam_update", "saves_pre", "enabled",
            "cache_dir", "MAX_WIDTH", "DISABLE_ENV", "DIR_ENV"]

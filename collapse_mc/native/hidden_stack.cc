@@ -367,6 +367,32 @@ void network_report(const float* h0, const float* A, int n, int64_t L, int64_t P
   }
 }
 
+// Whether some stacked layer is dead on all P points (every neuron's pre-activation <= 0 at every point and the
+// layer's output the same at every point: network_report's dead == W and constant). A layer dead on all points
+// is dead on any subset, so when no layer is dead on the first K points, none is on all P: the whole report
+// runs only for networks with a layer dead on that prefix (a training set is drawn at random, so its first K
+// points are a random subset). buf holds 5 W P floats; flags holds 2 L.
+template <int W, bool LEAKY, bool RES>
+bool network_any_dead(const float* h0, const float* A, int n, int64_t L, int64_t P, int64_t K, float slope,
+                      float* buf, int32_t* flags) {
+  int32_t* dead = flags;
+  int32_t* constant = flags + L;
+  auto any = [&]() {
+    for (int64_t l = 0; l < L; ++l)
+      if (dead[l] == W && constant[l]) return true;
+    return false;
+  };
+  const int64_t WP = W * P;
+  if (K >= 2 && K < P) {
+    float* sub = buf;
+    for (int m = 0; m < W; ++m) std::memcpy(sub + m * K, h0 + m * P, sizeof(float) * K);
+    network_report<W, LEAKY, RES>(sub, A, n, L, K, slope, buf + WP, dead, constant, buf + 2 * WP);
+    if (!any()) return false;
+  }
+  network_report<W, LEAKY, RES>(h0, A, n, L, P, slope, buf + WP, dead, constant, buf + 2 * WP);
+  return any();
+}
+
 }  // namespace
 
 #ifndef CMC_KERNELS_ONLY
@@ -503,6 +529,29 @@ ffi::Error adam_impl(ffi::AnyBuffer p, ffi::AnyBuffer g, ffi::AnyBuffer mu, ffi:
   }
   return ffi::Error::Success();
 }
+
+// h0 (B, W, P), stacked (B, L, W + 1, W), n; attr prefix K: dead (B,) int32 (1 = some stacked layer dead on all
+// P points); scratch (B, 5 W P + 2 L) floats (flags reuse its tail as int32)
+ffi::Error any_dead_impl(ffi::AnyBuffer h0, ffi::AnyBuffer stacked, ffi::Buffer<ffi::S32> n, float slope,
+                         int32_t leaky, int32_t residual, int64_t prefix, ffi::Result<ffi::Buffer<ffi::S32>> dead,
+                         ffi::Result<ffi::AnyBuffer> scratch) {
+  Shape s;
+  if (auto e = shape_of(h0.dimensions(), stacked.dimensions(), &s); e.failure()) return e;
+  const float* h = h0.typed_data<float>();
+  const float* A = stacked.typed_data<float>();
+  int32_t* d = dead->typed_data();
+  float* sc = scratch->typed_data<float>();
+  const int64_t WP = s.W * s.P, AW = (s.W + 1) * s.W, per = 5 * WP + 2 * s.L;
+  return dispatch(s.W, leaky != 0, residual != 0, [&](auto w, auto lk, auto res) {
+    constexpr int Wc = decltype(w)::value;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      float* buf = sc + b * per;
+      d[b] = network_any_dead<Wc, decltype(lk)::value, decltype(res)::value>(
+                 h + b * WP, A + b * s.L * AW, active(n, b, s.L), s.L, s.P, prefix, slope, buf,
+                 reinterpret_cast<int32_t*>(buf + 5 * WP)) ? 1 : 0;
+    }
+  });
+}
 #endif
 #if !defined(CMC_PART) || CMC_PART == 2  // backward
 ffi::Error backward_impl(ffi::AnyBuffer g, ffi::AnyBuffer out, ffi::AnyBuffer inputs, ffi::AnyBuffer pre,
@@ -559,6 +608,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcHiddenStackReport, report_impl,
                                   .Attr<int32_t>("residual")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcHiddenStackAnyDead, any_dead_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<float>("slope")
+                                  .Attr<int32_t>("leaky")
+                                  .Attr<int32_t>("residual")
+                                  .Attr<int64_t>("prefix")
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::AnyBuffer>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcAdamUpdate, adam_impl,

@@ -238,6 +238,26 @@ def _layer_report_t(z: jax.Array, out: jax.Array) -> tuple[jax.Array, jax.Array]
     return layer_report(out, z, points_axis=-1)
 
 
+def any_dead_t(network: NetworkConfig, params: dict, xt: jax.Array, depth=None) -> jax.Array:
+    """Whether some hidden layer is dead on the points ``xt (d_in, P)``: every neuron's pre-activation <= 0 at
+    every point and the layer's output the same at every point (bool scalar): ``deadness_t``'s
+    ``any(constant & (dead_neurons == width))``, the same answer. In the native kernel
+    (``native.stack_any_dead``) the stacked layers are first checked on the first points only, since a layer
+    dead on every point is dead on those: the death check of a live network costs a fraction of a report."""
+    kernel = native_spec(network, xt.dtype)
+    if kernel is None or network.depth < 2:
+        _, dead, constant = deadness_t(network, params, xt, depth)
+        return jnp.any(constant & (dead == network.width))
+    act = activation_fn(network.activation, network.negative_slope)
+    z = affine_t(xt, params["input"])
+    h = act(z)
+    dead0, const0 = _layer_report_t(z, h)
+    stacked = params["hidden"]["affine"]
+    rest = native.stack_any_dead(h, stacked, _active(stacked, active_stacked(network, depth)), *kernel,
+                                 bool(network.residual))
+    return (const0 & (dead0 == network.width)) | rest
+
+
 def deadness_t(network: NetworkConfig, params: dict, xt: jax.Array,
                depth=None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The network on points ``xt (d_in, P)`` with a deadness report per hidden layer.

@@ -41,7 +41,7 @@ from ..deadness.probes import probe_points
 from ..nets.mlp import MLP
 from . import classify
 from .config import TrainStatic
-from .forward import active_stacked, deadness_t, forward_t, loss_and_grad_t, native_spec, saved_buffers
+from .forward import active_stacked, any_dead_t, deadness_t, forward_t, loss_and_grad_t, native_spec, saved_buffers
 from .losses import get_loss
 from .optimizers import make_optimizer
 from .targets import dense_grid, get_target, target_stats
@@ -142,8 +142,7 @@ class TrainProgram:
         for activations other than ReLU). Dead on the training set is permanent: see the module docstring."""
         if not self.retires:
             return jnp.array(False)
-        _, dead_neurons, constant = deadness_t(self.network, params, xt, depth)
-        return jnp.any(constant & (dead_neurons == self.network.width))
+        return any_dead_t(self.network, params, xt, depth)
 
     # -- the phases ----------------------------------------------------------------------------------------
     def init(self, key, values) -> tuple[TrainState, TrialData, jax.Array]:
