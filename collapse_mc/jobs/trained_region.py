@@ -85,48 +85,60 @@ class TrainedRegion:
 
 
 class Prewarm:
-    """A running ``prewarm_in_background``: ``stop()`` ends it after the compilation under way and waits."""
+    """A running ``prewarm_in_background``: ``stop()`` ends it after the compilations under way and waits."""
 
-    def __init__(self, thread, event):
-        self.thread, self.event = thread, event
+    def __init__(self, threads, event):
+        self.threads, self.event = threads, event
 
     def stop(self) -> None:
         self.event.set()
-        self.thread.join()
+        for t in self.threads:
+            t.join()
 
 
-def prewarm_in_background(region: TrainedRegion, first: tuple = ()) -> Prewarm:
-    """Compile the trained diagram's programs in a daemon thread, in the order the job needs them (the
-    ``(width, depth)`` cells ``first``, then every width of every initialization in the search's order, each
-    at its capacities), so that compiling overlaps the born-dead part and the training of earlier widths
-    (XLA compiles on one core; the job trains on all). The job's calls wait for a compilation under way
-    instead of starting their own; nothing here changes a result. Best effort: any failure ends the thread
-    and the job compiles as it would have."""
+def prewarm_in_background(region: TrainedRegion, first: tuple = (), workers: int = 2) -> Prewarm:
+    """Compile the trained diagram's programs in ``workers`` daemon threads, in the order the job needs them
+    (the ``(width, depth)`` cells ``first``, then every width of every initialization in the search's order,
+    each at its capacities), so that compiling overlaps the born-dead part and the training of earlier widths
+    (XLA compiles each program on one core; the job trains on all). The job's calls wait for a compilation
+    under way instead of starting their own; nothing here changes a result. Best effort: a failure ends that
+    thread and the job compiles what is missing as it would have."""
     import threading
     stop = threading.Event()
+    take = threading.Lock()
+    queue = []
+
+    def program_sets():  # (in a worker: the capacities wait for the native kernel's build)
+        order = [(init, w, d) for w, d in first for init in region.inits]
+        order += [(init, w, c) for init in region.inits for w in sorted(region.widths) for c in region.capacities(w)]
+        seen = set()
+        for init, w, d in order:
+            cap = region.capacity(d, w)
+            if cap is not None and (init, w, cap) not in seen:
+                seen.add((init, w, cap))
+                yield init, w, min(d, cap), cap
 
     def work():
         from ..training import trainer
         try:
-            order = [(init, w, d) for w, d in first for init in region.inits]
-            order += [(init, w, c) for init in region.inits for w in sorted(region.widths)
-                      for c in region.capacities(w)]
-            seen = set()
-            for init, w, d in order:
-                if stop.is_set():
+            while not stop.is_set():
+                with take:
+                    if not queue:
+                        queue.append(program_sets())
+                    item = next(queue[0], None)
+                if item is None:
                     return
-                cap = region.capacity(d, w)
-                if cap is None or (init, w, cap) in seen:
-                    continue
-                seen.add((init, w, cap))
-                cell = trained_spec(region, init, w, min(d, cap), region.block_size).cells[0].cell
+                init, w, d, cap = item
+                cell = trained_spec(region, init, w, d, region.block_size).cells[0].cell
                 trainer.prewarm(cell, region.block_size, region.seed, after_death="stop", depth_capacity=cap)
         except Exception:  # noqa: BLE001 - the job compiles what is missing itself
             return
 
-    thread = threading.Thread(target=work, name="collapse_mc-prewarm", daemon=True)
-    thread.start()
-    return Prewarm(thread, stop)
+    threads = [threading.Thread(target=work, name=f"collapse_mc-prewarm-{k}", daemon=True)
+               for k in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    return Prewarm(threads, stop)
 
 
 def trained_spec(region: TrainedRegion, init: str, width: int, depth: int, trials: int):
