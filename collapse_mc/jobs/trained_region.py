@@ -96,7 +96,7 @@ class Prewarm:
             t.join()
 
 
-def prewarm_in_background(region: TrainedRegion, first: tuple = (), workers: int = 2) -> Prewarm:
+def prewarm_in_background(region: TrainedRegion, first: tuple = (), workers: int = 1) -> Prewarm:
     """Compile the trained diagram's programs in ``workers`` daemon threads, in the order the job needs them
     (the ``(width, depth)`` cells ``first``, then every width of every initialization in the search's order,
     each at its capacities), so that compiling overlaps the born-dead part and the training of earlier widths
