@@ -50,23 +50,29 @@ def test_kernel_runs_the_stack_only_where_it_applies():
         assert native_spec(_net(4, "relu", False)) is None
 
 
+def _networks(net, count, seed=0):
+    """``count`` He networks of ``net`` stacked on a leading axis (the kernel's calls are then batched, as in
+    training)."""
+    return jax.vmap(lambda k: init_params(net, InitConfig(), k))(jax.random.split(jax.random.key(seed), count))
+
+
 @pytest.mark.parametrize("width,activation,residual", NETS)
 def test_report_equals_xla(width, activation, residual):
     """``deadness_t`` (born dead, death checks, classification): the same dead-neuron counts and constant
     layers, exactly, and the same outputs to rounding, own depth and traced depth, on He networks of which
     many have dead layers (so the counts are exercised)."""
     net = _net(width, activation, residual)
+    params = _networks(net, 6)
     dead_layers = 0
-    for seed in range(3):
-        params = init_params(net, InitConfig(), jax.random.key(seed))
-        for points in POINTS:
-            x = jnp.linspace(-1.7, 1.7, points)[None, :]
-            for depth in (None, jnp.int32(5)):
-                (y1, d1, c1), (y0, d0, c0) = _both(lambda: jax.jit(lambda p: deadness_t(net, p, x, depth))(params))
-                np.testing.assert_array_equal(d1, d0)
-                np.testing.assert_array_equal(c1, c0)
-                np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-6)
-                dead_layers += int(np.sum(d0 > 0))
+    for points in POINTS:
+        x = jnp.linspace(-1.7, 1.7, points)[None, :]
+        for depth in (None, jnp.int32(5)):
+            report = jax.jit(jax.vmap(lambda p, x, depth=depth: deadness_t(net, p, x, depth), in_axes=(0, None)))
+            (y1, d1, c1), (y0, d0, c0) = _both(lambda: report(params, x))
+            np.testing.assert_array_equal(d1, d0)
+            np.testing.assert_array_equal(c1, c0)
+            np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-6)
+            dead_layers += int(np.sum(d0 > 0))
     if width <= 5 and not residual:
         assert dead_layers > 0
 
@@ -77,18 +83,20 @@ def test_death_check_equals_the_report(width, activation, residual):
     is dead there) gives exactly ``deadness_t``'s ``any(constant & (dead == width))``, own and traced depth,
     on point sets shorter and longer than the first pass."""
     net = _net(width, activation, residual)
+    params = _networks(net, 16, seed=1)
     seen = set()
-    for seed in range(6):
-        params = init_params(net, InitConfig(), jax.random.key(seed))
-        for points in (1, 37, 300):
-            x = jax.random.uniform(jax.random.key(100 + seed), (1, points), minval=-1.7, maxval=1.7)
-            for depth in (None, jnp.int32(5)):
-                with native.override(True):
-                    fast = bool(jax.jit(lambda p: any_dead_t(net, p, x, depth))(params))
-                with native.override(False):
-                    _, d, c = jax.jit(lambda p: deadness_t(net, p, x, depth))(params)
-                assert fast == bool(jnp.any(c & (d == width))), (seed, points, depth)
-                seen.add(fast)
+    for points in (1, 37, 300):
+        x = jax.random.uniform(jax.random.key(100 + points), (1, points), minval=-1.7, maxval=1.7)
+        for depth in (None, jnp.int32(5)):
+            with native.override(True):
+                check = jax.jit(jax.vmap(lambda p, x, depth=depth: any_dead_t(net, p, x, depth), in_axes=(0, None)))
+                fast = np.asarray(check(params, x))
+            with native.override(False):
+                report = jax.jit(jax.vmap(lambda p, x, depth=depth: deadness_t(net, p, x, depth), in_axes=(0, None)))
+                _, d, c = report(params, x)
+            np.testing.assert_array_equal(fast, np.any(np.asarray(c) & (np.asarray(d) == width), axis=1),
+                                          err_msg=f"{points} points, depth {depth}")
+            seen.update(fast.tolist())
     if activation == "relu" and not residual and width <= 5:
         assert True in seen  # narrow He networks: dead ones are checked too (wider ones are mostly alive)
     if width >= 12:
@@ -126,25 +134,28 @@ def test_report_sees_nan_as_neither_dead_nor_constant():
 @pytest.mark.parametrize("width,activation,residual", NETS)
 def test_gradients_equal_xla(width, activation, residual):
     """The training step's loss and gradients (``loss_and_grad_t``, traced depth; autodiff through
-    ``forward_t``, own depth) agree with XLA's code to float32 rounding; layers above the depth get zero."""
+    ``forward_t``, own depth) agree with XLA's code to float32 rounding, network by network; layers above the
+    depth get zero."""
     net = _net(width, activation, residual, depth=7)
     mse = lambda out, target: jnp.mean((out - target) ** 2)  # noqa: E731
-    for seed in range(2):
-        params = init_params(net, InitConfig(), jax.random.key(seed))
-        for points in POINTS:
-            x = jnp.linspace(-1.7, 1.7, points)[None, :]
-            y = jnp.abs(x)
-            for depth in (None, jnp.int32(4)):
-                step = _both(lambda: jax.jit(lambda p: loss_and_grad_t(net, p, x, y, mse, depth,
-                                                                         saved_buffers(net, points))[:2])(params))
-                auto = _both(lambda: jax.jit(jax.value_and_grad(
-                    lambda p: mse(forward_t(net, p, x, depth), y)))(params))
-                for a, b in (step, auto):
-                    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-                        scale = float(np.max(np.abs(v))) or 1.0
-                        np.testing.assert_allclose(u, v, rtol=0, atol=2e-5 * scale)
-                if depth is not None:
-                    np.testing.assert_array_equal(step[0][1]["hidden"]["affine"][3:], 0)
+    params = _networks(net, 3, seed=2)
+    for points in POINTS:
+        x = jnp.linspace(-1.7, 1.7, points)[None, :]
+        y = jnp.abs(x)
+        for depth in (None, jnp.int32(4)):
+            step_fn = jax.jit(jax.vmap(lambda p, x, y, depth=depth: loss_and_grad_t(
+                net, p, x, y, mse, depth, saved_buffers(net, points))[:2], in_axes=(0, None, None)))
+            auto_fn = jax.jit(jax.vmap(jax.value_and_grad(
+                lambda p, x, y, depth=depth: mse(forward_t(net, p, x, depth), y)), in_axes=(0, None, None)))
+            step = _both(lambda: step_fn(params, x, y))
+            auto = _both(lambda: auto_fn(params, x, y))
+            for a, b in (step, auto):
+                for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+                    for k in range(3):
+                        scale = float(np.max(np.abs(v[k]))) or 1.0
+                        np.testing.assert_allclose(u[k], v[k], rtol=0, atol=2e-5 * scale)
+            if depth is not None:
+                np.testing.assert_array_equal(step[0][1]["hidden"]["affine"][:, 3:], 0)
 
 
 def test_adam_equals_optax():
