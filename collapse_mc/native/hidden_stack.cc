@@ -585,39 +585,25 @@ ffi::Error backward_impl(ffi::AnyBuffer g, ffi::AnyBuffer out, ffi::AnyBuffer in
 #endif
 }  // namespace
 
+// the arguments of the forward pass, the report and the death check: h0, stacked, n and the activation
+#define CMC_STACK_BIND()                                                                            \
+  ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::Buffer<ffi::S32>>().Attr<float>( \
+      "slope").Attr<int32_t>("leaky").Attr<int32_t>("residual")
 #if !defined(CMC_PART) || CMC_PART == 1  // forward and report (the build compiles the two parts in parallel)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcHiddenStackForward, forward_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Attr<float>("slope")
-                                  .Attr<int32_t>("leaky")
-                                  .Attr<int32_t>("residual")
+                              CMC_STACK_BIND()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcHiddenStackReport, report_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Attr<float>("slope")
-                                  .Attr<int32_t>("leaky")
-                                  .Attr<int32_t>("residual")
+                              CMC_STACK_BIND()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::AnyBuffer>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcHiddenStackAnyDead, any_dead_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Attr<float>("slope")
-                                  .Attr<int32_t>("leaky")
-                                  .Attr<int32_t>("residual")
+                              CMC_STACK_BIND()
                                   .Attr<int64_t>("prefix")
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::AnyBuffer>());
