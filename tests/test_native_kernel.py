@@ -4,6 +4,7 @@ Reports (dead neurons, constant layers) must agree exactly; outputs and gradient
 kernel sums the weight gradients in another order); the kernel's Adam with optax's to float32 rounding;
 training outcomes of a short run exactly. Where no C++
 compiler is found, training falls back to XLA's code with one warning (tested in a subprocess)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -214,6 +215,101 @@ def test_training_outcomes_equal_xla():
     # rounding differences grow over 300 steps at lr 1e-2 (0.5 % seen in one of 24 losses); classifications are exact
     np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=2e-2, atol=1e-6)
     assert 0 < int(np.sum(b.dead_after_training & ~b.born_dead)) < 24  # some die in training, not all
+
+
+@pytest.mark.parametrize("points,batch,step0", [(3000, 64, 0), (1, 5, 7), (7, 16, 4900), (65536, 33, 123456),
+                                                 (100000, 8, 0), (2 ** 31 - 1, 3, 9), (1000, 1, 2)])
+def test_minibatch_indices_equal_jax(points, batch, step0):
+    """The fused steps' minibatch draws are ``jax.random.randint(fold_in(key, t), (batch,), 0, points)`` bit
+    for bit (threefry, the multiply-and-remainder of randint; spans that are and are not powers of two, one
+    point, one index, whole and partial vector blocks, large step counters), vmapped over keys."""
+    keys = jax.random.split(jax.random.key(points % 1000), 3)
+    mine = jax.jit(jax.vmap(lambda k: native.minibatch_indices(jax.random.key_data(k), step0, 40, batch, points)))(keys)
+    ref = jax.vmap(lambda k: jax.vmap(lambda t: jax.random.randint(jax.random.fold_in(k, t), (batch,), 0, points))(
+        step0 + jnp.arange(40)))(keys)
+    np.testing.assert_array_equal(np.asarray(mine), np.asarray(ref))
+
+
+def _program_and_state(cell, n, depth_capacity=None):
+    from collapse_mc.training.trainer import _program, values_array
+    from collapse_mc import rng
+    net = cell.network if depth_capacity is None else NetworkConfig(cell.network.width, depth_capacity)
+    prog = _program(net, cell.init, cell.train.static_part(), None, traced_depth=depth_capacity is not None)
+    values = values_array(cell, traced_depth=depth_capacity is not None)
+    keys = rng.root_keys(jnp.array([0, cell.cell], jnp.uint32), jnp.arange(n, dtype=jnp.int32))
+    state, data, _ = jax.jit(jax.vmap(prog.init, in_axes=(0, None)))(keys, values)
+    return prog, values, keys, state, data
+
+
+@pytest.mark.parametrize("width,depth,capacity", [(5, 4, None), (12, 6, 16), (1, 1, 8)])
+def test_fused_steps_equal_step_by_step(width, depth, capacity):
+    """One block of whole steps in the kernel (``native.train_steps``) against the step-by-step program (the
+    kernel's stack and Adam inside XLA's step), from the same state: parameters and Adam moments to float32
+    rounding, the step count and the finite flag exactly, layers above the depth untouched; the block runs
+    past the last step (steps 137, block 100 from step 100: 37 steps) and from its start."""
+    cell = TrainCell(NetworkConfig(width, depth), InitConfig(),
+                     TrainConfig(lr=1e-2, steps=137, batch_size=16, n_train=96, test_points=33))
+    prog, values, keys, state, data = _program_and_state(cell, 4, capacity)
+    assert prog.fused_steps
+    for step0 in (0, 100):
+        def block(s, d, k, step0=step0):
+            return prog.full_steps(s, d, k, values, jnp.int32(step0), 100)
+
+        with native.override_fused(True):
+            fused = jax.jit(jax.vmap(block))(state, data, keys)
+        with native.override_fused(False):
+            plain = jax.jit(jax.vmap(block))(state, data, keys)
+        np.testing.assert_array_equal(fused.opt_state[0].count, plain.opt_state[0].count)
+        assert int(fused.opt_state[0].count[0]) == int(state.opt_state[0].count[0]) + (100 if step0 == 0 else 37)
+        np.testing.assert_array_equal(fused.finite, plain.finite)
+        for a, b in zip(jax.tree.leaves((fused.params, fused.opt_state)), jax.tree.leaves((plain.params, plain.opt_state))):
+            scale = float(np.max(np.abs(b))) or 1.0
+            np.testing.assert_allclose(a, b, rtol=0, atol=2e-4 * scale)
+        if capacity is not None:
+            top = fused.params["hidden"]["affine"][:, depth - 1:]
+            np.testing.assert_array_equal(top, state.params["hidden"]["affine"][:, depth - 1:])
+
+
+def test_fused_steps_only_where_they_apply():
+    """Whole steps run in the kernel for ReLU networks trained with plain Adam on the MSE in minibatches; not
+    for leaky ReLU, residual blocks, another loss, another optimizer, full batches or a single hidden layer
+    (those keep the step-by-step program), nor when turned off."""
+    from collapse_mc.training.trainer import _program
+    base = TrainConfig(steps=10, batch_size=16, n_train=96, test_points=33)
+
+    def fused(net=NetworkConfig(4, 5), **kw):
+        cell = TrainCell(net, InitConfig(), dataclasses.replace(base, **kw))
+        return _program(cell.network, cell.init, cell.train.static_part(), None).fused_steps
+
+    assert fused()
+    assert not fused(NetworkConfig(4, 5, activation="leaky_relu"))
+    assert not fused(NetworkConfig(4, 5, residual=True))
+    assert not fused(NetworkConfig(4, 1))
+    assert not fused(loss="l1")
+    assert not fused(optimizer="sgd")
+    assert not fused(batch_size=None)
+    with native.override_fused(False):
+        assert not fused()
+
+
+def test_fused_training_outcomes_equal_step_by_step():
+    """The short trained cell of ``test_training_outcomes_equal_xla`` with whole steps in the kernel and step
+    by step: every classification and death step the same, losses to rounding."""
+    cell = TrainCell(NetworkConfig(4, 6), InitConfig(),
+                     TrainConfig(lr=1e-2, steps=300, batch_size=16, n_train=128, test_points=65))
+
+    def run(use):
+        jax.clear_caches()
+        from collapse_mc.training import trainer
+        trainer._train_map.cache_clear()
+        with native.override_fused(use):
+            return train_outcomes(cell, 0, 24, seed=3, after_death="stop", depth_capacity=16)
+
+    a, b = run(True), run(False)
+    for f in ("born_dead", "collapsed", "diverged", "dead_after_training", "died_at_step", "trained_to_end"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-3, atol=1e-7)
+    assert 0 < int(np.sum(b.dead_after_training & ~b.born_dead)) < 24
 
 
 _FALLBACK = """

@@ -34,9 +34,11 @@ BACKWARD = "collapse_mc_hidden_stack_backward_v1"
 REPORT = "collapse_mc_hidden_stack_report_v1"
 ADAM = "collapse_mc_adam_update_v1"
 ANY_DEAD = "collapse_mc_hidden_stack_any_dead_v1"
+TRAIN = "collapse_mc_train_steps_v1"
+MINIBATCH = "collapse_mc_minibatch_v1"
 DEAD_CHECK_PREFIX = 128  # points of the cheap first pass of ``stack_any_dead``
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-w")
-PARTS = (1, 2)  # hidden_stack.cc's CMC_PART: compiled in parallel
+PARTS = (1, 2, 3)  # hidden_stack.cc's CMC_PART: compiled in parallel
 
 _lock = threading.Lock()
 _state: dict = {}  # the library, built and loaded at most once per process
@@ -95,7 +97,7 @@ def _build(source: bytes, compiler: str) -> str:
                 f.write(source)
             out = os.path.join(tmp, "hidden_stack.so")
             include = f"-I{jax.ffi.include_dir()}"
-            # the two halves (forward and report; backward) compile in parallel, then link
+            # the parts (forward, report and Adam; backward; whole training steps) compile in parallel
             objects = [os.path.join(tmp, f"part{k}.o") for k in PARTS]
             jobs = [subprocess.Popen([compiler, *FLAGS, f"-DCMC_PART={k}", include, "-c", src, "-o", obj],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -139,6 +141,8 @@ def available() -> bool:
             jax.ffi.register_ffi_target(ADAM, jax.ffi.pycapsule(lib.CollapseMcAdamUpdate), platform="cpu")
             jax.ffi.register_ffi_target(ANY_DEAD, jax.ffi.pycapsule(lib.CollapseMcHiddenStackAnyDead),
                                         platform="cpu")
+            jax.ffi.register_ffi_target(TRAIN, jax.ffi.pycapsule(lib.CollapseMcTrainSteps), platform="cpu")
+            jax.ffi.register_ffi_target(MINIBATCH, jax.ffi.pycapsule(lib.CollapseMcMinibatch), platform="cpu")
             _state.update(ok=True, path=path, lib=lib)
         except Exception as e:  # noqa: BLE001 - any failure means: use XLA's code
             _state["reason"] = f"{type(e).__name__}: {e}"
@@ -170,6 +174,30 @@ def override(use: bool):
         yield
     finally:
         _override.reset(token)
+
+
+FUSED_ENV = "COLLAPSE_MC_NO_FUSED"
+_fused_override: ContextVar[bool | None] = ContextVar("collapse_mc_fused_override", default=None)
+
+
+def fused_enabled() -> bool:
+    """Whether programs traced now run whole training steps in the kernel where they can
+    (``train_steps``); off under ``override_fused(False)`` or with ``COLLAPSE_MC_NO_FUSED=1`` (the kernel's
+    stack and Adam inside XLA's step, as before). For comparing the two."""
+    use = _fused_override.get()
+    if use is not None:
+        return use
+    return os.environ.get(FUSED_ENV, "") in ("", "0")
+
+
+@contextmanager
+def override_fused(use: bool):
+    """Within the block, programs traced run whole steps in the kernel only if ``use`` (see ``fused_enabled``)."""
+    token = _fused_override.set(bool(use))
+    try:
+        yield
+    finally:
+        _fused_override.reset(token)
 
 
 def usable(width: int, activation: str, dtype) -> bool:
@@ -273,5 +301,44 @@ def adam_update(param, grad, mu, nu, rows, hyper):
                 rank=np.int32(param.ndim))
 
 
-__all__ = ["available", "prepare_in_background", "status", "usable", "override", "stack_forward", "stack_backward", "stack_report", "stack_any_dead", "adam_update", "saves_pre", "enabled",
+def train_steps(leaves, xt, yt, key_data, step0, batch_size: int, hyper, n, valid, finite, activation: str,
+                negative_slope: float, residual: bool):
+    """Whole training steps of one ReLU network in one call (``hidden_stack.cc``'s ``network_train``): the
+    mean squared error on minibatches and plain Adam, the arithmetic of ``forward.loss_and_grad_t`` then
+    ``adam_update``. ``leaves``: ``(p_in (d_in + 1, W), p_stacked (L, W + 1, W), p_out (W + 1, d_out))`` then
+    their Adam ``mu`` and ``nu`` in the same order (nine arrays); ``xt (d_in, N)``, ``yt (d_out, N)``: the
+    training set; ``key_data (2,)`` uint32: the batch stream's threefry key, whose step t draws
+    ``jax.random.randint(fold_in(key, t), (batch_size,), 0, N)`` (``minibatch_indices``) for steps
+    ``t = step0, step0 + 1, ...``; ``hyper (S, 7)``: ``adam_update``'s per step; ``n``: active stacked layers;
+    ``valid``: steps to run (the first ``valid`` of S); ``finite`` (bool): whether every loss so far was finite.
+    Returns ``(nine leaves, finite)`` after the steps. vmap adds network axes."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    leaves = tuple(leaves)
+    shapes = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in leaves) + (
+        jax.ShapeDtypeStruct(jnp.shape(finite), jnp.int32),)
+    call = jax.ffi.ffi_call(TRAIN, shapes, vmap_method="broadcast_all",
+                            input_output_aliases={**{k: k for k in range(9)}, 15: 9})
+    out = call(*leaves, xt, yt, jnp.asarray(key_data, jnp.uint32), jnp.asarray(hyper, jnp.float32),
+               jnp.asarray(n, jnp.int32), jnp.asarray(valid, jnp.int32), jnp.asarray(finite, jnp.int32),
+               jnp.asarray(step0, jnp.int32), batch_size=np.int64(batch_size),
+               **_flags(activation, negative_slope, residual))
+    return out[:9], out[9].astype(bool)
+
+
+def minibatch_indices(key_data, step0, steps: int, batch_size: int, points: int):
+    """``(steps, batch_size)`` int32: the minibatch indices ``train_steps`` draws for steps ``step0 ..`` from a
+    threefry key's data ``(2,)`` uint32 (equal to ``jax.random.randint(fold_in(key, t), (batch_size,), 0,
+    points)`` with ``jax_threefry_partitionable``). vmap adds key axes."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    call = jax.ffi.ffi_call(MINIBATCH, jax.ShapeDtypeStruct((steps, batch_size), jnp.int32),
+                            vmap_method="broadcast_all")
+    return call(jnp.asarray(key_data, jnp.uint32), jnp.asarray(step0, jnp.int32), steps=np.int64(steps),
+                batch_size=np.int64(batch_size), points=np.int64(points))
+
+
+__all__ = ["available", "prepare_in_background", "status", "usable", "override", "stack_forward", "stack_backward", "stack_report", "stack_any_dead", "adam_update", "train_steps", "minibatch_indices", "fused_enabled", "override_fused", "saves_pre", "enabled",
            "cache_dir", "MAX_WIDTH", "DISABLE_ENV", "DIR_ENV"]

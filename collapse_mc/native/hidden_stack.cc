@@ -23,7 +23,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <cmath>
 #include <utility>
+#include <vector>
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -441,6 +443,23 @@ ffi::Error dispatch(int64_t W, bool leaky, bool residual, F&& f) {
   return ffi::Error::Success();
 }
 
+// f(integral_constant W) for the runtime width
+template <typename F>
+ffi::Error dispatch_width(int64_t W, F&& f) {
+  switch (W) {
+#define CMC_CASE(w) \
+  case w:           \
+    f(std::integral_constant<int, w>{}); \
+    break;
+    CMC_CASE(1) CMC_CASE(2) CMC_CASE(3) CMC_CASE(4) CMC_CASE(5) CMC_CASE(6) CMC_CASE(7) CMC_CASE(8)
+    CMC_CASE(9) CMC_CASE(10) CMC_CASE(11) CMC_CASE(12) CMC_CASE(13) CMC_CASE(14) CMC_CASE(15) CMC_CASE(16)
+#undef CMC_CASE
+    default:
+      return ffi::Error::InvalidArgument("hidden_stack: width must be 1..16");
+  }
+  return ffi::Error::Success();
+}
+
 inline int active(const ffi::Buffer<ffi::S32>& n, int64_t b, int64_t L) {
   const int32_t* d = n.typed_data();
   const int32_t v = n.element_count() == 1 ? d[0] : d[b];
@@ -583,6 +602,283 @@ ffi::Error backward_impl(ffi::AnyBuffer g, ffi::AnyBuffer out, ffi::AnyBuffer in
 
 
 #endif
+
+#if !defined(CMC_PART) || CMC_PART == 3  // whole training steps
+// Training steps of one network in one call: training/program.py's full steps for the mean squared error and
+// plain Adam (forward.loss_and_grad_t's arithmetic, then native Adam). Per step s < V: the minibatch
+// x[:, idx[s]], y[:, idx[s]] (P indices into the N training points), the input layer (Din -> W, augmented
+// a_in (Din + 1, W)), the n active stacked layers (network_forward), the output layer (augmented a_out
+// (W + 1, Dout)), the loss's gradient (1 / (Dout P)) * (2 (y - target)), the backward pass and Adam's update of
+// every leaf with hp[s] (the stacked leaf's first n layers only: the rest have zero gradient). As in XLA's
+// program, the input layer's activation derivative selects (jax.nn.relu, jax.nn.leaky_relu) and the stack's
+// multiplies (network_backward); finite &= the loss is finite. Buffers: Work, sized once per call.
+// The minibatch indices of training/program.py, jax.random's arithmetic exactly (threefry2x32 with
+// jax_threefry_partitionable): step t's P indices are randint(fold_in(key, t), (P,), 0, N), that is, with
+// k1, k2 = split(fold_in(key, t)) and hi[j], lo[j] = random_bits(k1 / k2)[j] = the two words of
+// threefry(k, (0, j)) xor-ed, index j = ((hi % N) * m + lo % N) % N in uint32 arithmetic, m = (2^16 % N)^2 % N.
+// Tested equal to jax.random.randint (tests/test_native_kernel.py).
+inline uint32_t rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+inline void threefry2x32(uint32_t k0, uint32_t k1, uint32_t& x0, uint32_t& x1) {
+  const uint32_t ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDAu};
+  static constexpr int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  x0 += ks[0];
+  x1 += ks[1];
+  for (int i = 0; i < 5; ++i) {
+    for (int r : kRot[i & 1]) {
+      x0 += x1;
+      x1 = rotl(x1, r);
+      x1 ^= x0;
+    }
+    x0 += ks[(i + 1) % 3];
+    x1 += ks[(i + 2) % 3] + static_cast<uint32_t>(i + 1);
+  }
+}
+
+typedef uint32_t vu __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+
+// threefry2x32 of kLanes counter pairs (0, x1) under one key: the two output words, lane by lane
+inline void threefry2x32_lanes(uint32_t k0, uint32_t k1, vu x1, vu& y0, vu& y1) {
+  const uint32_t ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDAu};
+  static constexpr int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  vu a = vu{} + ks[0], b = x1 + ks[1];
+  for (int i = 0; i < 5; ++i) {
+    for (int r : kRot[i & 1]) {
+      a += b;
+      b = (b << r) | (b >> (32 - r));
+      b ^= a;
+    }
+    a += ks[(i + 1) % 3];
+    b += ks[(i + 2) % 3] + static_cast<uint32_t>(i + 1);
+  }
+  y0 = a;
+  y1 = b;
+}
+
+struct FastMod {  // a % d for uint32 a by multiplications (Lemire's fastmod; exact for every a and d >= 1)
+  uint64_t M;
+  uint32_t d;
+  explicit FastMod(uint32_t d_) : M(~uint64_t{0} / d_ + 1), d(d_) {}
+  uint32_t operator()(uint32_t a) const {
+    return static_cast<uint32_t>((static_cast<unsigned __int128>(M * a) * d) >> 64);
+  }
+};
+
+// idx[s * P + j] for steps t = t0 .. t0 + S - 1 of one network's batch-stream key (k0, k1), N training points
+void minibatch_indices(uint32_t k0, uint32_t k1, int64_t t0, int64_t S, int64_t P, int64_t N, int32_t* idx) {
+  const uint32_t span = N <= 0 ? 1u : static_cast<uint32_t>(N);
+  const FastMod mod(span);
+  uint32_t mult = mod(65536u % span);
+  mult = mod(mult * mult);
+  for (int64_t s = 0; s < S; ++s) {
+    uint32_t f0 = 0, f1 = static_cast<uint32_t>(t0 + s);  // fold_in(key, t)
+    threefry2x32(k0, k1, f0, f1);
+    uint32_t a0 = 0, a1 = 0, b0 = 0, b1 = 1;  // split: counters (0, 0) and (0, 1)
+    threefry2x32(f0, f1, a0, a1);
+    threefry2x32(f0, f1, b0, b1);
+    int32_t* out = idx + s * P;
+    int64_t j = 0;
+    vu lane;
+    for (int q = 0; q < kLanes; ++q) lane[q] = q;
+    for (; j + kLanes <= P; j += kLanes) {  // the random words kLanes at a time, the remainders one by one
+      vu h0, h1, l0, l1;
+      const vu ctr = lane + static_cast<uint32_t>(j);
+      threefry2x32_lanes(a0, a1, ctr, h0, h1);
+      threefry2x32_lanes(b0, b1, ctr, l0, l1);
+      const vu hi = h0 ^ h1, lo = l0 ^ l1;
+      for (int q = 0; q < kLanes; ++q) out[j + q] = static_cast<int32_t>(mod(mod(hi[q]) * mult + mod(lo[q])));
+    }
+    for (; j < P; ++j) {
+      uint32_t h0 = 0, h1 = static_cast<uint32_t>(j), l0 = 0, l1 = static_cast<uint32_t>(j);
+      threefry2x32(a0, a1, h0, h1);
+      threefry2x32(b0, b1, l0, l1);
+      const uint32_t hi = h0 ^ h1, lo = l0 ^ l1;
+      out[j] = static_cast<int32_t>(mod(mod(hi) * mult + mod(lo)));
+    }
+  }
+}
+
+struct Work {
+  std::vector<float> xb, yb, z1, h1, inputs, pre, out, y, gh, grad_h, scratch, g_in, g_st, g_out;
+  std::vector<int32_t> idx;
+  void size(int64_t W, int64_t L, int64_t P, int64_t Din, int64_t Dout, bool saves) {
+    const int64_t WP = W * P;
+    xb.resize(Din * P), yb.resize(Dout * P), z1.resize(WP), h1.resize(WP), inputs.resize(std::max<int64_t>(L, 1) * WP);
+    pre.resize(saves ? L * WP : 0), out.resize(WP), y.resize(Dout * P), gh.resize(WP), grad_h.resize(WP);
+    scratch.resize(2 * WP), g_in.resize((Din + 1) * W), g_st.resize(L * (W + 1) * W), g_out.resize((W + 1) * Dout);
+    idx.resize(P);
+  }
+};
+
+template <int W, bool LEAKY, bool RES>
+void network_train(float* a_in, float* A, float* a_out, float* const mu[3], float* const nu[3], const float* xt,
+                   const float* yt, int64_t N, int64_t Din, int64_t Dout, const uint32_t* key, int64_t t0,
+                   int64_t P, const float* hp, int64_t V, int n, float slope, int32_t* finite, Work& w) {
+  const int64_t WP = W * P;
+  const float inv = 1.f / static_cast<float>(Dout * P);
+  float* xb = w.xb.data();
+  float* yb = w.yb.data();
+  float* z1 = w.z1.data();
+  float* h1 = w.h1.data();
+  float* out = w.out.data();
+  float* y = w.y.data();
+  float* gh = w.gh.data();
+  float* grad_h = w.grad_h.data();
+  float* g_in = w.g_in.data();
+  float* g_st = w.g_st.data();
+  float* g_out = w.g_out.data();
+  float* pre = kSavesPre<LEAKY, RES> ? w.pre.data() : nullptr;
+  for (int64_t s = 0; s < V; ++s) {
+    const int32_t* ix = w.idx.data();
+    minibatch_indices(key[0], key[1], t0 + s, 1, P, N, w.idx.data());
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t k = std::clamp<int64_t>(ix[p], 0, N - 1);
+      for (int64_t i = 0; i < Din; ++i) xb[i * P + p] = xt[i * N + k];
+      for (int64_t o = 0; o < Dout; ++o) yb[o * P + p] = yt[o * N + k];
+    }
+    // input layer: z = a_in[Din] + a_in[0] x_0 + a_in[1] x_1 + ... (forward.affine_t's order)
+    for (int m = 0; m < W; ++m) {
+      float* z = z1 + m * P;
+      for (int64_t p = 0; p < P; ++p) z[p] = a_in[Din * W + m] + a_in[m] * xb[p];
+      for (int64_t i = 1; i < Din; ++i)
+        for (int64_t p = 0; p < P; ++p) z[p] += a_in[i * W + m] * xb[i * P + p];
+      for (int64_t p = 0; p < P; ++p) h1[m * P + p] = act_f<LEAKY>(z[p], slope);
+    }
+    network_forward<W, LEAKY, RES>(h1, A, n, P, slope, out, w.inputs.data(), pre);
+    // output layer and the loss's gradient dy (in y)
+    float ssum = 0.f;
+    for (int64_t o = 0; o < Dout; ++o) {
+      float* yo = y + o * P;
+      for (int64_t p = 0; p < P; ++p) yo[p] = a_out[W * Dout + o] + a_out[o] * out[p];
+      for (int i = 1; i < W; ++i)
+        for (int64_t p = 0; p < P; ++p) yo[p] += a_out[i * Dout + o] * out[i * P + p];
+      for (int64_t p = 0; p < P; ++p) {
+        const float d = yo[p] - yb[o * P + p];
+        ssum += d * d;
+        yo[p] = inv * (2.f * d);
+      }
+    }
+    if (!std::isfinite(ssum)) *finite = 0;
+    // output layer backward: its gradients and the cotangent gh of the stack's output
+    for (int i = 0; i <= W; ++i)
+      for (int64_t o = 0; o < Dout; ++o) {
+        const float* hi = i < W ? out + i * P : nullptr;
+        const float* dy = y + o * P;
+        float t = 0.f;
+        if (hi) for (int64_t p = 0; p < P; ++p) t += hi[p] * dy[p];
+        else for (int64_t p = 0; p < P; ++p) t += dy[p];
+        g_out[i * Dout + o] = t;
+      }
+    for (int i = 0; i < W; ++i) {
+      float* g = gh + i * P;
+      for (int64_t p = 0; p < P; ++p) g[p] = a_out[i * Dout] * y[p];
+      for (int64_t o = 1; o < Dout; ++o)
+        for (int64_t p = 0; p < P; ++p) g[p] += a_out[i * Dout + o] * y[o * P + p];
+    }
+    network_backward<W, LEAKY, RES>(gh, out, w.inputs.data(), pre, A, n, n, P, slope, grad_h, g_st,
+                                    w.scratch.data());
+    // input layer backward: the activation's derivative as a select, then the weight and bias sums
+    for (int m = 0; m < W; ++m) {
+      float* d = grad_h + m * P;
+      const float* z = z1 + m * P;
+      for (int64_t p = 0; p < P; ++p) {
+        if constexpr (LEAKY) d[p] = z[p] >= 0.f ? d[p] : slope * d[p];
+        else d[p] = z[p] > 0.f ? d[p] : 0.f;
+      }
+      for (int64_t i = 0; i <= Din; ++i) {
+        float t = 0.f;
+        if (i < Din) for (int64_t p = 0; p < P; ++p) t += xb[i * P + p] * d[p];
+        else for (int64_t p = 0; p < P; ++p) t += d[p];
+        g_in[i * W + m] = t;
+      }
+    }
+    const float* h = hp + 7 * s;
+    adam_rows(a_in, g_in, mu[0], nu[0], (Din + 1) * W, h);
+    adam_rows(A, g_st, mu[1], nu[1], static_cast<int64_t>(n) * (W + 1) * W, h);
+    adam_rows(a_out, g_out, mu[2], nu[2], (W + 1) * Dout, h);
+  }
+}
+
+template <typename Buf>
+inline int64_t per_net(const Buf& a, int64_t batch) {  // elements per network of a (B, ...) operand
+  return batch ? static_cast<int64_t>(a.element_count()) / batch : 0;
+}
+
+// leaves (p_in, p_st, p_out, mu_in, mu_st, mu_out, nu_in, nu_st, nu_out): (B, ...) one network's leaf each;
+// xt (B, Din, N), yt (B, Dout, N), key (B, 2) uint32 (the batch stream's key data), hp (B, S, 7) or (S, 7),
+// n and valid (B) or scalar int32 (active stacked layers; steps to run, <= S), finite (B) int32, step0 scalar
+// int32 (the first step's global index t); attribute batch_size P. Outputs: the nine leaves and finite,
+// updated (aliasing their inputs).
+ffi::Error train_impl(ffi::AnyBuffer p_in, ffi::AnyBuffer p_st, ffi::AnyBuffer p_out, ffi::AnyBuffer mu_in,
+                      ffi::AnyBuffer mu_st, ffi::AnyBuffer mu_out, ffi::AnyBuffer nu_in, ffi::AnyBuffer nu_st,
+                      ffi::AnyBuffer nu_out, ffi::AnyBuffer xt, ffi::AnyBuffer yt, ffi::Buffer<ffi::U32> key,
+                      ffi::Buffer<ffi::F32> hp, ffi::Buffer<ffi::S32> n, ffi::Buffer<ffi::S32> valid,
+                      ffi::Buffer<ffi::S32> finite, ffi::Buffer<ffi::S32> step0, float slope, int32_t leaky,
+                      int32_t residual, int64_t P, ffi::Result<ffi::AnyBuffer> o_in,
+                      ffi::Result<ffi::AnyBuffer> o_st, ffi::Result<ffi::AnyBuffer> o_out,
+                      ffi::Result<ffi::AnyBuffer> om_in, ffi::Result<ffi::AnyBuffer> om_st,
+                      ffi::Result<ffi::AnyBuffer> om_out, ffi::Result<ffi::AnyBuffer> ov_in,
+                      ffi::Result<ffi::AnyBuffer> ov_st, ffi::Result<ffi::AnyBuffer> ov_out,
+                      ffi::Result<ffi::Buffer<ffi::S32>> o_finite) {
+  const auto sd = p_st.dimensions(), xd = xt.dimensions(), yd = yt.dimensions(), hd = hp.dimensions();
+  if (sd.size() < 3 || xd.size() < 2 || yd.size() < 2 || hd.size() < 2)
+    return ffi::Error::InvalidArgument("train_steps: operand rank too low");
+  const int64_t L = sd[sd.size() - 3], W = sd[sd.size() - 1], Din = xd[xd.size() - 2], N = xd[xd.size() - 1];
+  const int64_t Dout = yd[yd.size() - 2], S = hd[hd.size() - 2];
+  const int64_t batch = static_cast<int64_t>(finite.element_count());
+  if (sd[sd.size() - 2] != W + 1 || per_net(p_in, batch) != (Din + 1) * W || per_net(p_out, batch) != (W + 1) * Dout ||
+      per_net(yt, batch) != Dout * N || static_cast<int64_t>(key.element_count()) != 2 * batch ||
+      per_net(p_st, batch) != L * (W + 1) * W || N < 1 || P < 1 || step0.element_count() < 1)
+    return ffi::Error::InvalidArgument("train_steps: operand shapes do not match");
+  const bool hp_per_net = static_cast<int64_t>(hp.element_count()) == 7 * S * batch && batch > 1;
+  if (!hp_per_net && static_cast<int64_t>(hp.element_count()) != 7 * S)
+    return ffi::Error::InvalidArgument("train_steps: hp must be (S, 7)");
+  const ffi::AnyBuffer* ins[9] = {&p_in, &p_st, &p_out, &mu_in, &mu_st, &mu_out, &nu_in, &nu_st, &nu_out};
+  ffi::Result<ffi::AnyBuffer>* outs[9] = {&o_in, &o_st, &o_out, &om_in, &om_st, &om_out, &ov_in, &ov_st, &ov_out};
+  float* leaf[9];
+  for (int k = 0; k < 9; ++k) {  // unless XLA handed the inputs' buffers as the outputs, start from copies
+    leaf[k] = (*outs[k])->typed_data<float>();
+    const float* src = ins[k]->typed_data<float>();
+    if (leaf[k] != src) std::memcpy(leaf[k], src, sizeof(float) * ins[k]->element_count());
+  }
+  int32_t* fin = o_finite->typed_data();
+  if (fin != finite.typed_data()) std::memcpy(fin, finite.typed_data(), sizeof(int32_t) * batch);
+  const bool saves = leaky != 0 || residual != 0;
+  thread_local Work work;
+  work.size(W, L, P, Din, Dout, saves);
+  const int64_t AW = (W + 1) * W;
+  const int64_t t0 = step0.typed_data()[0];
+  if (leaky || residual)  // (ReLU only: each variant would add a quarter to the build's longest part)
+    return ffi::Error::InvalidArgument("train_steps: ReLU networks without residual blocks only");
+  return dispatch_width(W, [&](auto w) {
+    constexpr int Wc = decltype(w)::value;
+    for (int64_t b = 0; b < batch; ++b) {
+      float* mu[3] = {leaf[3] + b * (Din + 1) * W, leaf[4] + b * L * AW, leaf[5] + b * (W + 1) * Dout};
+      float* nu[3] = {leaf[6] + b * (Din + 1) * W, leaf[7] + b * L * AW, leaf[8] + b * (W + 1) * Dout};
+      const int64_t v = std::clamp<int64_t>(valid.element_count() == 1 ? valid.typed_data()[0]
+                                                                         : valid.typed_data()[b], 0, S);
+      network_train<Wc, false, false>(
+          leaf[0] + b * (Din + 1) * W, leaf[1] + b * L * AW, leaf[2] + b * (W + 1) * Dout, mu, nu,
+          xt.typed_data<float>() + b * Din * N, yt.typed_data<float>() + b * Dout * N, N, Din, Dout,
+          key.typed_data() + 2 * b, t0, P, hp.typed_data() + (hp_per_net ? 7 * S * b : 0), v, active(n, b, L),
+          slope, fin + b, work);
+    }
+  });
+}
+
+// key (B, 2) uint32, step0 scalar int32; attributes steps S, batch_size P, points N: idx (B, S, P) int32, the
+// minibatch indices network_train draws (for the tests' comparison with jax.random.randint)
+ffi::Error minibatch_impl(ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::S32> step0, int64_t S, int64_t P, int64_t N,
+                          ffi::Result<ffi::Buffer<ffi::S32>> idx) {
+  const int64_t batch = static_cast<int64_t>(key.element_count()) / 2;
+  if (static_cast<int64_t>(idx->element_count()) != batch * S * P || step0.element_count() < 1)
+    return ffi::Error::InvalidArgument("minibatch: shapes do not match");
+  for (int64_t b = 0; b < batch; ++b)
+    minibatch_indices(key.typed_data()[2 * b], key.typed_data()[2 * b + 1], step0.typed_data()[0], S, P, N,
+                      idx->typed_data() + b * S * P);
+  return ffi::Error::Success();
+}
+#endif
 }  // namespace
 
 // the arguments of the forward pass, the report and the death check: h0, stacked, n and the activation
@@ -635,5 +931,36 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcHiddenStackBackward, backward_impl,
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
+#endif
+#if !defined(CMC_PART) || CMC_PART == 3  // whole training steps
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcTrainSteps, train_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<float>("slope")
+                                  .Attr<int32_t>("leaky")
+                                  .Attr<int32_t>("residual")
+                                  .Attr<int64_t>("batch_size")
+                                  .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcMinibatch, minibatch_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("steps")
+                                  .Attr<int64_t>("batch_size")
+                                  .Attr<int64_t>("points")
+                                  .Ret<ffi::Buffer<ffi::S32>>());
 #endif
 #endif  // CMC_KERNELS_ONLY

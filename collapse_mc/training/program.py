@@ -46,7 +46,14 @@ from .losses import get_loss
 from .optimizers import make_optimizer
 from .targets import dense_grid, get_target, target_stats
 
-RETIRING_ACTIVATIONS = ("relu",)  # a dead ReLU layer passes no gradient; leaky/smooth activations never die
+RETIRING_ACTIVATIONS = ("relu",)
+
+
+def threefry_partitionable() -> bool:
+    """Whether ``jax.random`` draws with the partitionable threefry (JAX's default), whose minibatch draws
+    ``native.train_steps`` repeats exactly."""
+    return (bool(jax.config.jax_threefry_partitionable)
+            and str(jax.config.jax_default_prng_impl) in ("threefry2x32", "threefry"))  # a dead ReLU layer passes no gradient; leaky/smooth activations never die
 
 
 class TrainState(NamedTuple):
@@ -222,6 +229,47 @@ class TrainProgram:
         pick = lambda i: jax.tree.map(lambda t: t[i], out, is_leaf=lambda t: isinstance(t, tuple))  # noqa: E731
         return pick(0), (adam._replace(count=count, mu=pick(1), nu=pick(2)), *opt_state[1:])
 
+    @property
+    def fused_steps(self) -> bool:
+        """Whether full steps run whole in the native kernel (``native.train_steps``: one call per block of
+        steps instead of a dozen small XLA operations per step): ``native_adam``, the mean squared error,
+        minibatches, a ReLU hidden stack (L_h >= 2) without residual blocks. The same arithmetic as the step-by-step path (summation
+        orders aside); the minibatch indices are drawn as there (``fold_in(stream(key, TAG_BATCH), t)``)."""
+        st = self.static
+        net = self.network
+        return (self.native_adam and st.loss == "mse" and st.batch_size is not None and net.depth > 1
+                and net.activation == "relu" and not net.residual and native.fused_enabled()
+                and threefry_partitionable())
+
+    def _fused_steps(self, state: TrainState, xt, yt, key, values, step0, length: int) -> TrainState:
+        st = self.static
+        batch_key = rng.stream(key, rng.TAG_BATCH)
+        adam = state.opt_state[0]
+        counts = optax.safe_increment(adam.count) + jnp.arange(length, dtype=jnp.int32)  # each step's count
+        b1, b2 = values["beta1"], values["beta2"]
+        ones = jnp.ones(length, jnp.float32)
+        hyper = jnp.stack([values["lr"] * ones, b1 * ones, b2 * ones, jnp.float32(1e-8) * ones,
+                           jnp.float32(0.0) * ones, (1 - b1 ** counts).astype(jnp.float32),
+                           (1 - b2 ** counts).astype(jnp.float32)], axis=1)
+        valid = jnp.clip(st.steps - step0, 0, length).astype(jnp.int32)
+        depth = self.depth(values)
+        n = active_stacked(self.network, depth)
+        n = self.network.depth - 1 if n is None else n
+        p, mu, nu = state.params, adam.mu, adam.nu
+        flat = [t[k] if k != "hidden" else t[k]["affine"] for t in (p, mu, nu) for k in ("input", "hidden", "output")]
+        net = self.network
+        out, finite = native.train_steps(flat, xt, yt, jax.random.key_data(batch_key), step0, st.batch_size,
+                                         hyper, n, valid, state.finite, net.activation,
+                                         float(net.negative_slope), bool(net.residual))
+
+        def tree(i):
+            return {**p, "input": out[3 * i], "hidden": {**p["hidden"], "affine": out[3 * i + 1]},
+                    "output": out[3 * i + 2]}
+
+        count = jnp.where(valid > 0, counts[jnp.maximum(valid - 1, 0)], adam.count)
+        opt_state = (adam._replace(count=count, mu=tree(1), nu=tree(2)), *state.opt_state[1:])
+        return TrainState(tree(0), opt_state, finite)
+
     def full_steps(self, state: TrainState, data: TrialData, key, values, step0, length: int) -> TrainState:
         """``length`` full training steps from global step ``step0``."""
         depth = self.depth(values)
@@ -230,9 +278,13 @@ class TrainProgram:
         def batch(idx):
             return (xt, yt) if idx is None else (xt[:, idx], yt[:, idx])
 
-        if not self.traced_depth:  # own depth: autodiff (the hidden stack's activations are scan outputs)
+        if not self.traced_depth and not self.fused_steps:  # own depth: autodiff (the stack's activations are
+            # scan outputs)
             return self._steps(state, key, values, step0, length,
                                batch_loss=lambda params, idx: self.loss(params, *batch(idx), depth))
+
+        if self.fused_steps:
+            return self._fused_steps(state, xt, yt, key, values, step0, length)
 
         # traced depth: the capacity-sized activation buffers are carried from step to step, not re-allocated
         def batch_grad(params, idx, saved):
