@@ -312,6 +312,31 @@ def test_fused_training_outcomes_equal_step_by_step():
     assert 0 < int(np.sum(b.dead_after_training & ~b.born_dead)) < 24
 
 
+@pytest.mark.parametrize("after_death,steps,capacity", [("stop", 1250, 16), ("full", 700, None)])
+def test_windowed_blocks_equal_block_by_block(monkeypatch, after_death, steps, capacity):
+    """Whole steps run ``WINDOW_BLOCKS`` blocks per call (death checks inside, dead networks frozen under
+    "stop"): every outcome, death step and final loss bit for bit those of one call per block (the same
+    arithmetic), including a last window that runs past the last step (1250 steps: 13 blocks)."""
+    from collapse_mc.training import trainer
+    cell = TrainCell(NetworkConfig(4, 6), InitConfig(),
+                     TrainConfig(lr=1e-2, steps=steps, batch_size=16, n_train=128, test_points=65))
+
+    def run():
+        jax.clear_caches()
+        trainer._train_map.cache_clear()
+        return train_outcomes(cell, 0, 24, seed=3, after_death=after_death, depth_capacity=capacity)
+
+    windowed = run()
+    monkeypatch.setattr(trainer.TrainMap, "windowed", lambda self, after_death: False)
+    blocked = run()
+    for f in windowed._fields:
+        a, b = getattr(windowed, f), getattr(blocked, f)
+        if a is not None:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f)
+    died = blocked.died_at_step
+    assert np.any(died == 0) and np.any(died > 0) and np.any(died < 0)  # dead at init, in training, never
+
+
 _FALLBACK = """
 import json, warnings
 with warnings.catch_warnings(record=True) as caught:

@@ -241,7 +241,9 @@ class TrainProgram:
                 and net.activation == "relu" and not net.residual and native.fused_enabled()
                 and threefry_partitionable())
 
-    def _fused_steps(self, state: TrainState, xt, yt, key, values, step0, length: int) -> TrainState:
+    def _fused_steps(self, state: TrainState, xt, yt, key, values, step0, length: int, run=True) -> TrainState:
+        """``length`` steps in ``native.train_steps`` from ``step0``; none where ``run`` (traced bool) is False
+        (the state is returned unchanged)."""
         st = self.static
         batch_key = rng.stream(key, rng.TAG_BATCH)
         adam = state.opt_state[0]
@@ -251,7 +253,7 @@ class TrainProgram:
         hyper = jnp.stack([values["lr"] * ones, b1 * ones, b2 * ones, jnp.float32(1e-8) * ones,
                            jnp.float32(0.0) * ones, (1 - b1 ** counts).astype(jnp.float32),
                            (1 - b2 ** counts).astype(jnp.float32)], axis=1)
-        valid = jnp.clip(st.steps - step0, 0, length).astype(jnp.int32)
+        valid = jnp.where(run, jnp.clip(st.steps - step0, 0, length), 0).astype(jnp.int32)
         depth = self.depth(values)
         n = active_stacked(self.network, depth)
         n = self.network.depth - 1 if n is None else n
@@ -293,6 +295,28 @@ class TrainProgram:
         points = self.n_train if self.static.batch_size is None else self.static.batch_size
         return self._steps(state, key, values, step0, length, batch_grad=batch_grad,
                            saved=saved_buffers(self.network, points))
+
+    def full_window(self, state: TrainState, data: TrialData, key, values, step0, blocks: int, length: int,
+                    stop: bool):
+        """``blocks`` consecutive ``full_block``s of ``length`` steps from ``step0`` in one program (whole steps
+        in the kernel: ``fused_steps``), the death check after each: ``(state, dead_at)``, ``dead_at`` the first
+        block (0-based) after which the trial was found dead, -1 if none. With ``stop`` a trial found dead is
+        not trained in the later blocks (its state stays as it was at the check, as the blocked driver's
+        ``after_death="stop"`` leaves it) and its death check skips the stacked layers; the outcomes equal
+        those of ``blocks`` calls of ``full_block``."""
+        xt, yt = self.train_set(data, values)
+        depth = self.depth(values)
+        full = jnp.int32(self.network.depth) if depth is None else depth
+
+        def body(carry, j):
+            state, dead_at = carry
+            alive = (dead_at < 0) if stop else jnp.bool_(True)
+            state = self._fused_steps(state, xt, yt, key, values, step0 + j * length, length, run=alive)
+            dead = alive & self.is_dead(state.params, xt, jnp.where(alive, full, 1))
+            return (state, jnp.where((dead_at < 0) & dead, j, dead_at)), None
+
+        (state, dead_at), _ = jax.lax.scan(body, (state, jnp.int32(-1)), jnp.arange(blocks, dtype=jnp.int32))
+        return state, dead_at
 
     def full_block(self, state: TrainState, data: TrialData, key, values, step0, length: int):
         """``full_steps``, then ``dead_on_train`` (bool): the death check on the whole training set."""

@@ -64,6 +64,7 @@ TAIL_CHUNK_PER_DEVICE = 2
 # over the 3,000 training and 1,025 grid points run 5x longer (0.8 s per block of 20 networks of width 12,
 # L_h 64, against 0.4 s more compilation per program; at width 2, L_h 9 the compilation is what counts)
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+WINDOW_BLOCKS = 10  # blocks of full steps per call where whole steps run in the kernel (``TrainMap.windowed``)
 ONCE_OPTIMIZED_MIN_WORK = 512
 
 
@@ -165,6 +166,12 @@ class TrainMap:
             return jax.vmap(lambda s, d, k: prog.full_block(s, d, k, values, step0, block))(
                 state, data, rng.root_keys(root, trials))
 
+        def window_fn(stop):
+            def fn(state, data, trials, root, values, step0):
+                return jax.vmap(lambda s, d, k: prog.full_window(s, d, k, values, step0, WINDOW_BLOCKS, block, stop))(
+                    state, data, rng.root_keys(root, trials))
+            return fn
+
         def cheap_chunk(state, data, trials, root, values, step0):
             return jax.vmap(lambda s, d, k: prog.cheap_block(s, d, k, values, step0, block))(
                 state, data, rng.root_keys(root, trials))
@@ -184,6 +191,7 @@ class TrainMap:
         self._checks = sharded(checks_fn, 2, 1, once=small)
         self._full = sharded(full_fn, 3, 3)
         self._cheap = sharded(cheap_chunk, 3, 3)
+        self._window = {stop: sharded(window_fn(stop), 3, 3) for stop in (True, False)}
         self._finish = sharded(finish_chunk, 2, 1, once=small)
 
     @property
@@ -206,13 +214,19 @@ class TrainMap:
         trials = jax.ShapeDtypeStruct((self.chunk_size,), jnp.int32, sharding=self._sharding)
         state, data, _ = self._init.prepare(trials, root, values).out_info
         self._checks.prepare(spec(state, self.chunk_size), spec(data, self.chunk_size), values)
+        full = self._window[after_death == "stop"] if self.windowed(after_death) else self._full
         for size in sorted({self.full_chunk, self.tail_chunk}):
             t = jax.ShapeDtypeStruct((size,), jnp.int32, sharding=self._sharding)
-            self._full.prepare(spec(state, size), spec(data, size), t, root, values, step0)
+            full.prepare(spec(state, size), spec(data, size), t, root, values, step0)
         if after_death == "train" and self.program.has_cheap_path:
             self._cheap.prepare(spec(state, self.chunk_size), spec(data, self.chunk_size), trials, root, values,
                                 step0)
         self._finish.prepare(spec(state, self.chunk_size), spec(data, self.chunk_size), values)
+
+    def windowed(self, after_death: str) -> bool:
+        """Whether full steps run ``WINDOW_BLOCKS`` blocks per call (``TrainProgram.full_window``): whole steps
+        in the native kernel, dead networks stopped or trained fully (not retired to the cheap path)."""
+        return bool(getattr(self.program, "fused_steps", False)) and after_death in ("stop", "full")
 
     def wave_size(self) -> int:
         """Trials held at once (host memory for their states and training sets within ``WAVE_MEMORY_BYTES``)."""
@@ -274,6 +288,9 @@ class TrainMap:
 
         n_blocks = math.ceil(steps / self.block)
         reported = 0
+        if self.windowed(after_death):
+            self._windows(state, data, trials, root, values, progress, after_death, depth, died_at, n_blocks)
+            n_blocks = 0  # done
         for b in range(n_blocks):
             step0 = jnp.int32(b * self.block)
             retired = (died_at >= 0) if after_death != "full" else np.zeros(w, bool)
@@ -311,6 +328,41 @@ class TrainMap:
         stopped = (died_at >= 0) if after_death == "stop" else np.zeros(w, bool)
         died_at = np.where((died_at < 0) & out["dead_on_train"], steps, died_at)
         return _outcomes(checks, out, died_at, ~stopped)
+
+
+    def _windows(self, state, data, trials, root, values, progress, after_death, depth, died_at, n_blocks):
+        """The full steps of a wave in calls of ``WINDOW_BLOCKS`` blocks (``windowed``): ``state`` (host
+        arrays) and ``died_at`` updated in place. A trial found dead after block b (global) gets
+        ``died_at = min((b + 1) * block, steps)``, as in the block-by-block loop."""
+        steps = self.program.static.steps
+        stop = after_death == "stop"
+        call = self._window[stop]
+        every = np.arange(len(trials))
+        gather = lambda tree, rows: jax.tree.map(lambda a: a[rows], tree)  # noqa: E731
+        reported = 0
+        for b0 in range(0, n_blocks, WINDOW_BLOCKS):
+            rows_all = every[died_at < 0] if stop else every
+            if not len(rows_all):
+                break
+            step0 = jnp.int32(b0 * self.block)
+            pending = []
+            for rows, n in self._live_chunks(rows_all, depth):
+                args = (self._put(gather(state, rows)), self._put(gather(data, rows)), self._put(trials[rows]), root,
+                        values, step0)
+                pending.append((rows, n, call(*args)))
+            for rows, n, (new, dead_at) in pending:
+                dead_at = np.asarray(dead_at)[:n]
+                first = (dead_at >= 0) & (died_at[rows[:n]] < 0)
+                died_at[rows[:n][first]] = np.minimum((b0 + dead_at[first] + 1) * self.block, steps)
+                for leaf, part in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
+                    leaf[rows[:n]] = np.asarray(part)[:n]
+            if progress:
+                done = len(trials) * min(b0 + WINDOW_BLOCKS, n_blocks) // n_blocks
+                if done > reported:
+                    progress(done - reported)
+                    reported = done
+        if progress and reported < len(trials):
+            progress(len(trials) - reported)
 
 
 def call_overhead(width: int, depth: int) -> float:
