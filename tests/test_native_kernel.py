@@ -271,9 +271,9 @@ def test_fused_steps_equal_step_by_step(width, depth, capacity):
 
 
 def test_fused_steps_only_where_they_apply():
-    """Whole steps run in the kernel for ReLU networks trained with plain Adam on the MSE in minibatches; not
-    for leaky ReLU, residual blocks, another loss, another optimizer, full batches or a single hidden layer
-    (those keep the step-by-step program), nor when turned off."""
+    """Whole steps run in the kernel for ReLU networks trained with plain Adam on the MSE in minibatches (a
+    single hidden layer too); not for leaky ReLU, residual blocks, another loss, another optimizer or full
+    batches (those keep the step-by-step program), nor when turned off."""
     from collapse_mc.training.trainer import _program
     base = TrainConfig(steps=10, batch_size=16, n_train=96, test_points=33)
 
@@ -284,7 +284,7 @@ def test_fused_steps_only_where_they_apply():
     assert fused()
     assert not fused(NetworkConfig(4, 5, activation="leaky_relu"))
     assert not fused(NetworkConfig(4, 5, residual=True))
-    assert not fused(NetworkConfig(4, 1))
+    assert fused(NetworkConfig(4, 1))
     assert not fused(loss="l1")
     assert not fused(optimizer="sgd")
     assert not fused(batch_size=None)

@@ -51,6 +51,7 @@ class ModelProgram(TrainProgram):
     """
 
     has_cheap_path = False
+    fused_steps = False  # any model: steps in XLA (the kernel's whole steps know the built-in MLP only)
 
     def __init__(self, network: NetworkConfig, init: InitConfig, static: TrainStatic, model=None,
                  dataset: Dataset | None = None, optimizer: optax.GradientTransformation | None = None,

@@ -233,11 +233,11 @@ class TrainProgram:
     def fused_steps(self) -> bool:
         """Whether full steps run whole in the native kernel (``native.train_steps``: one call per block of
         steps instead of a dozen small XLA operations per step): ``native_adam``, the mean squared error,
-        minibatches, a ReLU hidden stack (L_h >= 2) without residual blocks. The same arithmetic as the step-by-step path (summation
+        minibatches, ReLU without residual blocks (any depth). The same arithmetic as the step-by-step path (summation
         orders aside); the minibatch indices are drawn as there (``fold_in(stream(key, TAG_BATCH), t)``)."""
         st = self.static
         net = self.network
-        return (self.native_adam and st.loss == "mse" and st.batch_size is not None and net.depth > 1
+        return (self.native_adam and st.loss == "mse" and st.batch_size is not None
                 and net.activation == "relu" and not net.residual and native.fused_enabled()
                 and threefry_partitionable())
 
@@ -255,18 +255,23 @@ class TrainProgram:
                            (1 - b2 ** counts).astype(jnp.float32)], axis=1)
         valid = jnp.where(run, jnp.clip(st.steps - step0, 0, length), 0).astype(jnp.int32)
         depth = self.depth(values)
-        n = active_stacked(self.network, depth)
-        n = self.network.depth - 1 if n is None else n
-        p, mu, nu = state.params, adam.mu, adam.nu
-        flat = [t[k] if k != "hidden" else t[k]["affine"] for t in (p, mu, nu) for k in ("input", "hidden", "output")]
         net = self.network
+        n = active_stacked(net, depth)
+        n = net.depth - 1 if n is None else n
+        p, mu, nu = state.params, adam.mu, adam.nu
+        stack = "hidden" in p  # (one hidden layer: no stacked layers, an empty leaf for the kernel)
+        empty = jnp.zeros((0, net.width + 1, net.width), jnp.float32)
+        flat = [(t[k]["affine"] if stack else empty) if k == "hidden" else t[k]
+                for t in (p, mu, nu) for k in ("input", "hidden", "output")]
         out, finite = native.train_steps(flat, xt, yt, jax.random.key_data(batch_key), step0, st.batch_size,
                                          hyper, n, valid, state.finite, net.activation,
                                          float(net.negative_slope), bool(net.residual))
 
         def tree(i):
-            return {**p, "input": out[3 * i], "hidden": {**p["hidden"], "affine": out[3 * i + 1]},
-                    "output": out[3 * i + 2]}
+            t = {**p, "input": out[3 * i], "output": out[3 * i + 2]}
+            if stack:
+                t["hidden"] = {**p["hidden"], "affine": out[3 * i + 1]}
+            return t
 
         count = jnp.where(valid > 0, counts[jnp.maximum(valid - 1, 0)], adam.count)
         opt_state = (adam._replace(count=count, mu=tree(1), nu=tree(2)), *state.opt_state[1:])
