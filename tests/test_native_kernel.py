@@ -241,14 +241,16 @@ def _program_and_state(cell, n, depth_capacity=None):
     return prog, values, keys, state, data
 
 
-@pytest.mark.parametrize("width,depth,capacity", [(5, 4, None), (12, 6, 16), (1, 1, 8)])
-def test_fused_steps_equal_step_by_step(width, depth, capacity):
+@pytest.mark.parametrize("width,depth,capacity,batch", [(5, 4, None, 16), (12, 6, 16, 16), (1, 1, 8, 16),
+                                                       (3, 5, None, None)])
+def test_fused_steps_equal_step_by_step(width, depth, capacity, batch):
     """One block of whole steps in the kernel (``native.train_steps``) against the step-by-step program (the
     kernel's stack and Adam inside XLA's step), from the same state: parameters and Adam moments to float32
     rounding, the step count and the finite flag exactly, layers above the depth untouched; the block runs
-    past the last step (steps 137, block 100 from step 100: 37 steps) and from its start."""
+    past the last step (steps 137, block 100 from step 100: 37 steps) and from its start; minibatches and the
+    full batch."""
     cell = TrainCell(NetworkConfig(width, depth), InitConfig(),
-                     TrainConfig(lr=1e-2, steps=137, batch_size=16, n_train=96, test_points=33))
+                     TrainConfig(lr=1e-2, steps=137, batch_size=batch, n_train=96, test_points=33))
     prog, values, keys, state, data = _program_and_state(cell, 4, capacity)
     assert prog.fused_steps
     for step0 in (0, 100):
@@ -271,9 +273,9 @@ def test_fused_steps_equal_step_by_step(width, depth, capacity):
 
 
 def test_fused_steps_only_where_they_apply():
-    """Whole steps run in the kernel for ReLU networks trained with plain Adam on the MSE in minibatches (a
-    single hidden layer too); not for leaky ReLU, residual blocks, another loss, another optimizer or full
-    batches (those keep the step-by-step program), nor when turned off."""
+    """Whole steps run in the kernel for ReLU networks trained with plain Adam on the MSE, in minibatches or
+    the full batch (a single hidden layer too); not for leaky ReLU, residual blocks, another loss or another
+    optimizer (those keep the step-by-step program), nor when turned off."""
     from collapse_mc.training.trainer import _program
     base = TrainConfig(steps=10, batch_size=16, n_train=96, test_points=33)
 
@@ -287,7 +289,7 @@ def test_fused_steps_only_where_they_apply():
     assert fused(NetworkConfig(4, 1))
     assert not fused(loss="l1")
     assert not fused(optimizer="sgd")
-    assert not fused(batch_size=None)
+    assert fused(batch_size=None)  # the full batch: every point, in order
     with native.override_fused(False):
         assert not fused()
 

@@ -301,15 +301,16 @@ def adam_update(param, grad, mu, nu, rows, hyper):
                 rank=np.int32(param.ndim))
 
 
-def train_steps(leaves, xt, yt, key_data, step0, batch_size: int, hyper, n, valid, finite, activation: str,
-                negative_slope: float, residual: bool):
+def train_steps(leaves, xt, yt, key_data, step0, batch_size: int | None, hyper, n, valid, finite,
+                activation: str, negative_slope: float, residual: bool):
     """Whole training steps of one ReLU network in one call (``hidden_stack.cc``'s ``network_train``): the
     mean squared error on minibatches and plain Adam, the arithmetic of ``forward.loss_and_grad_t`` then
     ``adam_update``. ``leaves``: ``(p_in (d_in + 1, W), p_stacked (L, W + 1, W), p_out (W + 1, d_out))`` then
     their Adam ``mu`` and ``nu`` in the same order (nine arrays); ``xt (d_in, N)``, ``yt (d_out, N)``: the
     training set; ``key_data (2,)`` uint32: the batch stream's threefry key, whose step t draws
     ``jax.random.randint(fold_in(key, t), (batch_size,), 0, N)`` (``minibatch_indices``) for steps
-    ``t = step0, step0 + 1, ...``; ``hyper (S, 7)``: ``adam_update``'s per step; ``n``: active stacked layers;
+    ``t = step0, step0 + 1, ...`` (``batch_size`` None: every step on the whole set, in order, nothing drawn);
+    ``hyper (S, 7)``: ``adam_update``'s per step; ``n``: active stacked layers;
     ``valid``: steps to run (the first ``valid`` of S); ``finite`` (bool): whether every loss so far was finite.
     Returns ``(nine leaves, finite)`` after the steps. vmap adds network axes."""
     import jax
@@ -322,7 +323,8 @@ def train_steps(leaves, xt, yt, key_data, step0, batch_size: int, hyper, n, vali
                             input_output_aliases={**{k: k for k in range(9)}, 15: 9})
     out = call(*leaves, xt, yt, jnp.asarray(key_data, jnp.uint32), jnp.asarray(hyper, jnp.float32),
                jnp.asarray(n, jnp.int32), jnp.asarray(valid, jnp.int32), jnp.asarray(finite, jnp.int32),
-               jnp.asarray(step0, jnp.int32), batch_size=np.int64(batch_size),
+               jnp.asarray(step0, jnp.int32), batch_size=np.int64(batch_size or xt.shape[-1]),
+               full_batch=np.int32(batch_size is None),
                **_flags(activation, negative_slope, residual))
     return out[:9], out[9].astype(bool)
 

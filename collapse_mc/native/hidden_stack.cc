@@ -713,7 +713,8 @@ struct Work {
 template <int W, bool LEAKY, bool RES>
 void network_train(float* a_in, float* A, float* a_out, float* const mu[3], float* const nu[3], const float* xt,
                    const float* yt, int64_t N, int64_t Din, int64_t Dout, const uint32_t* key, int64_t t0,
-                   int64_t P, const float* hp, int64_t V, int n, float slope, int32_t* finite, Work& w) {
+                   int64_t P, bool full_batch, const float* hp, int64_t V, int n, float slope, int32_t* finite,
+                   Work& w) {
   const int64_t WP = W * P;
   const float inv = 1.f / static_cast<float>(Dout * P);
   float* xb = w.xb.data();
@@ -730,7 +731,12 @@ void network_train(float* a_in, float* A, float* a_out, float* const mu[3], floa
   float* pre = kSavesPre<LEAKY, RES> ? w.pre.data() : nullptr;
   for (int64_t s = 0; s < V; ++s) {
     const int32_t* ix = w.idx.data();
-    minibatch_indices(key[0], key[1], t0 + s, 1, P, N, w.idx.data());
+    if (full_batch) {  // every training point, in order
+      if (s == 0)
+        for (int64_t p = 0; p < P; ++p) w.idx[p] = static_cast<int32_t>(p);
+    } else {
+      minibatch_indices(key[0], key[1], t0 + s, 1, P, N, w.idx.data());
+    }
     for (int64_t p = 0; p < P; ++p) {
       const int64_t k = std::clamp<int64_t>(ix[p], 0, N - 1);
       for (int64_t i = 0; i < Din; ++i) xb[i * P + p] = xt[i * N + k];
@@ -807,14 +813,15 @@ inline int64_t per_net(const Buf& a, int64_t batch) {  // elements per network o
 // leaves (p_in, p_st, p_out, mu_in, mu_st, mu_out, nu_in, nu_st, nu_out): (B, ...) one network's leaf each;
 // xt (B, Din, N), yt (B, Dout, N), key (B, 2) uint32 (the batch stream's key data), hp (B, S, 7) or (S, 7),
 // n and valid (B) or scalar int32 (active stacked layers; steps to run, <= S), finite (B) int32, step0 scalar
-// int32 (the first step's global index t); attribute batch_size P. Outputs: the nine leaves and finite,
+// int32 (the first step's global index t); attributes batch_size P and full_batch (P = N, every point in
+// order every step, no draws). Outputs: the nine leaves and finite,
 // updated (aliasing their inputs).
 ffi::Error train_impl(ffi::AnyBuffer p_in, ffi::AnyBuffer p_st, ffi::AnyBuffer p_out, ffi::AnyBuffer mu_in,
                       ffi::AnyBuffer mu_st, ffi::AnyBuffer mu_out, ffi::AnyBuffer nu_in, ffi::AnyBuffer nu_st,
                       ffi::AnyBuffer nu_out, ffi::AnyBuffer xt, ffi::AnyBuffer yt, ffi::Buffer<ffi::U32> key,
                       ffi::Buffer<ffi::F32> hp, ffi::Buffer<ffi::S32> n, ffi::Buffer<ffi::S32> valid,
                       ffi::Buffer<ffi::S32> finite, ffi::Buffer<ffi::S32> step0, float slope, int32_t leaky,
-                      int32_t residual, int64_t P, ffi::Result<ffi::AnyBuffer> o_in,
+                      int32_t residual, int64_t P, int32_t full_batch, ffi::Result<ffi::AnyBuffer> o_in,
                       ffi::Result<ffi::AnyBuffer> o_st, ffi::Result<ffi::AnyBuffer> o_out,
                       ffi::Result<ffi::AnyBuffer> om_in, ffi::Result<ffi::AnyBuffer> om_st,
                       ffi::Result<ffi::AnyBuffer> om_out, ffi::Result<ffi::AnyBuffer> ov_in,
@@ -828,7 +835,8 @@ ffi::Error train_impl(ffi::AnyBuffer p_in, ffi::AnyBuffer p_st, ffi::AnyBuffer p
   const int64_t batch = static_cast<int64_t>(finite.element_count());
   if (sd[sd.size() - 2] != W + 1 || per_net(p_in, batch) != (Din + 1) * W || per_net(p_out, batch) != (W + 1) * Dout ||
       per_net(yt, batch) != Dout * N || static_cast<int64_t>(key.element_count()) != 2 * batch ||
-      per_net(p_st, batch) != L * (W + 1) * W || N < 1 || P < 1 || step0.element_count() < 1)
+      per_net(p_st, batch) != L * (W + 1) * W || N < 1 || P < 1 || step0.element_count() < 1 ||
+      (full_batch && P != N))
     return ffi::Error::InvalidArgument("train_steps: operand shapes do not match");
   const bool hp_per_net = static_cast<int64_t>(hp.element_count()) == 7 * S * batch && batch > 1;
   if (!hp_per_net && static_cast<int64_t>(hp.element_count()) != 7 * S)
@@ -860,7 +868,8 @@ ffi::Error train_impl(ffi::AnyBuffer p_in, ffi::AnyBuffer p_st, ffi::AnyBuffer p
       network_train<Wc, false, false>(
           leaf[0] + b * (Din + 1) * W, leaf[1] + b * L * AW, leaf[2] + b * (W + 1) * Dout, mu, nu,
           xt.typed_data<float>() + b * Din * N, yt.typed_data<float>() + b * Dout * N, N, Din, Dout,
-          key.typed_data() + 2 * b, t0, P, hp.typed_data() + (hp_per_net ? 7 * S * b : 0), v, active(n, b, L),
+          key.typed_data() + 2 * b, t0, P, full_batch != 0, hp.typed_data() + (hp_per_net ? 7 * S * b : 0), v,
+          active(n, b, L),
           slope, fin + b, work);
     }
   });
@@ -950,6 +959,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CollapseMcTrainSteps, train_impl,
                                   .Attr<int32_t>("leaky")
                                   .Attr<int32_t>("residual")
                                   .Attr<int64_t>("batch_size")
+                                  .Attr<int32_t>("full_batch")
                                   .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()

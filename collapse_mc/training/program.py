@@ -232,12 +232,12 @@ class TrainProgram:
     @property
     def fused_steps(self) -> bool:
         """Whether full steps run whole in the native kernel (``native.train_steps``: one call per block of
-        steps instead of a dozen small XLA operations per step): ``native_adam``, the mean squared error,
-        minibatches, ReLU without residual blocks (any depth). The same arithmetic as the step-by-step path (summation
+        steps instead of a dozen small XLA operations per step): ``native_adam``, the mean squared error
+        (minibatches or the full batch), ReLU without residual blocks (any depth). The same arithmetic as the step-by-step path (summation
         orders aside); the minibatch indices are drawn as there (``fold_in(stream(key, TAG_BATCH), t)``)."""
         st = self.static
         net = self.network
-        return (self.native_adam and st.loss == "mse" and st.batch_size is not None
+        return (self.native_adam and st.loss == "mse"
                 and net.activation == "relu" and not net.residual and native.fused_enabled()
                 and threefry_partitionable())
 
