@@ -417,32 +417,6 @@ ffi::Error shape_of(ffi::AnyBuffer::Dimensions hd, ffi::AnyBuffer::Dimensions ad
   return ffi::Error::Success();
 }
 
-// f(integral_constant W, bool_constant LEAKY, bool_constant RES) for the runtime width and activation
-template <typename F>
-ffi::Error dispatch(int64_t W, bool leaky, bool residual, F&& f) {
-  auto by_act = [&](auto w) {
-    if (leaky) {
-      if (residual) f(w, std::true_type{}, std::true_type{});
-      else f(w, std::true_type{}, std::false_type{});
-    } else {
-      if (residual) f(w, std::false_type{}, std::true_type{});
-      else f(w, std::false_type{}, std::false_type{});
-    }
-  };
-  switch (W) {
-#define CMC_CASE(w) \
-  case w:           \
-    by_act(std::integral_constant<int, w>{}); \
-    break;
-    CMC_CASE(1) CMC_CASE(2) CMC_CASE(3) CMC_CASE(4) CMC_CASE(5) CMC_CASE(6) CMC_CASE(7) CMC_CASE(8)
-    CMC_CASE(9) CMC_CASE(10) CMC_CASE(11) CMC_CASE(12) CMC_CASE(13) CMC_CASE(14) CMC_CASE(15) CMC_CASE(16)
-#undef CMC_CASE
-    default:
-      return ffi::Error::InvalidArgument("hidden_stack: width must be 1..16");
-  }
-  return ffi::Error::Success();
-}
-
 // f(integral_constant W) for the runtime width
 template <typename F>
 ffi::Error dispatch_width(int64_t W, F&& f) {
@@ -458,6 +432,20 @@ ffi::Error dispatch_width(int64_t W, F&& f) {
       return ffi::Error::InvalidArgument("hidden_stack: width must be 1..16");
   }
   return ffi::Error::Success();
+}
+
+// f(integral_constant W, bool_constant LEAKY, bool_constant RES) for the runtime width and activation
+template <typename F>
+ffi::Error dispatch(int64_t W, bool leaky, bool residual, F&& f) {
+  return dispatch_width(W, [&](auto w) {
+    if (leaky) {
+      if (residual) f(w, std::true_type{}, std::true_type{});
+      else f(w, std::true_type{}, std::false_type{});
+    } else {
+      if (residual) f(w, std::false_type{}, std::true_type{});
+      else f(w, std::false_type{}, std::false_type{});
+    }
+  });
 }
 
 inline int active(const ffi::Buffer<ffi::S32>& n, int64_t b, int64_t L) {
