@@ -1,7 +1,9 @@
 """A native CPU kernel for the hidden stack of narrow networks (widths 1-16), compiled once per machine.
 
-``hidden_stack.cc`` (next to this file) is the stack's forward and backward pass as XLA FFI handlers: on a CPU
-it trains a width-12 stack several times faster than XLA's code for the same arithmetic (BENCHMARKS.md). It is
+``hidden_stack.cc`` (next to this file) is the stack's forward and backward pass as XLA FFI handlers, the
+deadness report and death check, Adam's update, and whole training steps of a ReLU MLP on the MSE with Adam
+(``train_steps``, its minibatches drawn with ``jax.random``'s arithmetic): on a CPU it trains a width-12 stack
+several times faster than XLA's code for the same arithmetic (BENCHMARKS.md). It is
 compiled on first use with the host's C++ compiler (``$CXX``, else ``c++``/``g++``; ``-O3 -march=native``)
 into the per-user cache (``$COLLAPSE_MC_NATIVE_DIR``, else ``$XDG_CACHE_HOME/collapse_mc/native``), keyed by
 the source, the flags, the compiler, jaxlib and the CPU, so a later process only loads it. Where it cannot
