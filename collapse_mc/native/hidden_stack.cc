@@ -1,7 +1,8 @@
 // The hidden stack of a narrow (width <= 16) ReLU network on the CPU: forward, saving what the backward pass
 // needs, and backward, as XLA FFI handlers; the deadness report and death check; Adam's update; and whole
-// training steps of an MLP (network_train: minibatch draw, layers, MSE gradient, backward, Adam). The Python side (collapse_mc/native/__init__.py) compiles this
-// file once per machine with the host's vector instructions and falls back to XLA's code when it cannot.
+// training steps of an MLP (network_train: minibatch draw, layers, MSE gradient, backward, Adam). The Python
+// side (collapse_mc/native/__init__.py) compiles this file once per machine with the host's vector
+// instructions and falls back to XLA's code when it cannot.
 //
 // Why: XLA's CPU backend runs a 12 x 12 layer on 64 points at a small fraction of the machine's arithmetic
 // rate (BENCHMARKS.md); here a layer is a register-blocked loop over the points (16 or 8 lanes) with the width
