@@ -46,14 +46,23 @@ from .losses import get_loss
 from .optimizers import make_optimizer
 from .targets import dense_grid, get_target, target_stats
 
-RETIRING_ACTIVATIONS = ("relu",)
+RETIRING_ACTIVATIONS = ("relu",)  # a dead ReLU layer passes no gradient; leaky/smooth activations never die
+
+
+def adam_hyper(values, count) -> jax.Array:
+    """``native.adam_update``'s hyperparameters for the update of Adam count ``count`` (int32, any shape):
+    ``(..., 7)`` = lr, b1, b2, eps, eps_root and the bias corrections ``1 - b^count``."""
+    b1, b2 = values["beta1"], values["beta2"]
+    ones = jnp.ones(jnp.shape(count), jnp.float32)
+    return jnp.stack([values["lr"] * ones, b1 * ones, b2 * ones, jnp.float32(1e-8) * ones, jnp.float32(0.0) * ones,
+                      (1 - b1 ** count).astype(jnp.float32), (1 - b2 ** count).astype(jnp.float32)], axis=-1)
 
 
 def threefry_partitionable() -> bool:
     """Whether ``jax.random`` draws with the partitionable threefry (JAX's default), whose minibatch draws
     ``native.train_steps`` repeats exactly."""
     return (bool(jax.config.jax_threefry_partitionable)
-            and str(jax.config.jax_default_prng_impl) in ("threefry2x32", "threefry"))  # a dead ReLU layer passes no gradient; leaky/smooth activations never die
+            and str(jax.config.jax_default_prng_impl) in ("threefry2x32", "threefry"))
 
 
 class TrainState(NamedTuple):
@@ -214,9 +223,7 @@ class TrainProgram:
         with ``opt_state``'s structure (``ScaleByAdamState``, ``EmptyState``) unchanged."""
         adam = opt_state[0]
         count = optax.safe_increment(adam.count)
-        b1, b2 = values["beta1"], values["beta2"]
-        hyper = jnp.stack([values["lr"], b1, b2, jnp.float32(1e-8), jnp.float32(0.0),
-                           (1 - b1 ** count).astype(jnp.float32), (1 - b2 ** count).astype(jnp.float32)])
+        hyper = adam_hyper(values, count)
         depth = self.depth(values)
         n = active_stacked(self.network, depth) if depth is not None else None
 
@@ -233,8 +240,9 @@ class TrainProgram:
     def fused_steps(self) -> bool:
         """Whether full steps run whole in the native kernel (``native.train_steps``: one call per block of
         steps instead of a dozen small XLA operations per step): ``native_adam``, the mean squared error
-        (minibatches or the full batch), ReLU without residual blocks (any depth). The same arithmetic as the step-by-step path (summation
-        orders aside); the minibatch indices are drawn as there (``fold_in(stream(key, TAG_BATCH), t)``)."""
+        (minibatches or the full batch), ReLU without residual blocks (any depth). The same arithmetic as the
+        step-by-step path (summation orders aside); the minibatch indices are drawn as there
+        (``fold_in(stream(key, TAG_BATCH), t)``)."""
         st = self.static
         net = self.network
         return (self.native_adam and st.loss == "mse"
@@ -248,11 +256,7 @@ class TrainProgram:
         batch_key = rng.stream(key, rng.TAG_BATCH)
         adam = state.opt_state[0]
         counts = optax.safe_increment(adam.count) + jnp.arange(length, dtype=jnp.int32)  # each step's count
-        b1, b2 = values["beta1"], values["beta2"]
-        ones = jnp.ones(length, jnp.float32)
-        hyper = jnp.stack([values["lr"] * ones, b1 * ones, b2 * ones, jnp.float32(1e-8) * ones,
-                           jnp.float32(0.0) * ones, (1 - b1 ** counts).astype(jnp.float32),
-                           (1 - b2 ** counts).astype(jnp.float32)], axis=1)
+        hyper = adam_hyper(values, counts)
         valid = jnp.where(run, jnp.clip(st.steps - step0, 0, length), 0).astype(jnp.int32)
         depth = self.depth(values)
         net = self.network
@@ -285,13 +289,12 @@ class TrainProgram:
         def batch(idx):
             return (xt, yt) if idx is None else (xt[:, idx], yt[:, idx])
 
-        if not self.traced_depth and not self.fused_steps:  # own depth: autodiff (the stack's activations are
-            # scan outputs)
-            return self._steps(state, key, values, step0, length,
-                               batch_loss=lambda params, idx: self.loss(params, *batch(idx), depth))
-
         if self.fused_steps:
             return self._fused_steps(state, xt, yt, key, values, step0, length)
+
+        if not self.traced_depth:  # own depth: autodiff (the hidden stack's activations are scan outputs)
+            return self._steps(state, key, values, step0, length,
+                               batch_loss=lambda params, idx: self.loss(params, *batch(idx), depth))
 
         # traced depth: the capacity-sized activation buffers are carried from step to step, not re-allocated
         def batch_grad(params, idx, saved):
