@@ -27,7 +27,13 @@ pytestmark = pytest.mark.skipif(not native.available(), reason=f"native kernel u
 # leaky ReLU and residual layers save pre-activations), widths 1 and 16 at the ends of the compiled range
 NETS = [(1, "relu", False), (5, "relu", False), (12, "relu", False), (16, "relu", False), (3, "leaky_relu", False),
         (12, "leaky_relu", True), (4, "relu", True)]
+
+
 POINTS = (1, 37, 64)  # one point (a report's special case), a tail of 5 after two 16-lane blocks, whole blocks
+# nets that run every point count; the others run the general case only (two blocks and a tail), which keeps
+# the compilations down while every edge case still meets a ReLU net and a leaky residual one
+EVERY_POINT_COUNT = ((5, "relu", False), (12, "leaky_relu", True))
+DEPTHS = (None, 5)  # the network's own depth, and a traced depth below it
 
 
 def _both(fn):
@@ -37,6 +43,26 @@ def _both(fn):
     with native.override(False):
         b = fn()
     return a, b
+
+
+def _both_compiled(fn, *args):
+    """``fn(*args)`` traced once with the kernel and once with XLA's code inside one compiled program (the
+    choice is made at trace time; one compilation covers all of a test's cases): ``(native, xla)``."""
+    def both(*args):
+        with native.override(True):
+            a = fn(*args)
+        with native.override(False):
+            b = fn(*args)
+        return a, b
+    return jax.jit(both)(*args)
+
+
+def _points(net, counts=POINTS, general=37):
+    return counts if net in EVERY_POINT_COUNT else (general,)
+
+
+def _traced(depth):
+    return None if depth is None else jnp.int32(depth)
 
 
 def _net(width, activation, residual, depth=9):
@@ -61,19 +87,22 @@ def _networks(net, count, seed=0):
 def test_report_equals_xla(width, activation, residual):
     """``deadness_t`` (born dead, death checks, classification): the same dead-neuron counts and constant
     layers, exactly, and the same outputs to rounding, own depth and traced depth, on He networks of which
-    many have dead layers (so the counts are exercised)."""
+    many have dead layers (so the counts are exercised); every ``POINTS`` case on the ``EVERY_POINT_COUNT``
+    nets."""
     net = _net(width, activation, residual)
     params = _networks(net, 6)
+    xs = [jnp.linspace(-1.7, 1.7, points)[None, :] for points in _points((width, activation, residual))]
+
+    def reports(params, xs):
+        return [jax.vmap(lambda p, x=x, depth=depth: deadness_t(net, p, x, _traced(depth)))(params)
+                for x in xs for depth in DEPTHS]
+
     dead_layers = 0
-    for points in POINTS:
-        x = jnp.linspace(-1.7, 1.7, points)[None, :]
-        for depth in (None, jnp.int32(5)):
-            report = jax.jit(jax.vmap(lambda p, x, depth=depth: deadness_t(net, p, x, depth), in_axes=(0, None)))
-            (y1, d1, c1), (y0, d0, c0) = _both(lambda: report(params, x))
-            np.testing.assert_array_equal(d1, d0)
-            np.testing.assert_array_equal(c1, c0)
-            np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-6)
-            dead_layers += int(np.sum(d0 > 0))
+    for (y1, d1, c1), (y0, d0, c0) in zip(*_both_compiled(reports, params, xs)):
+        np.testing.assert_array_equal(d1, d0)
+        np.testing.assert_array_equal(c1, c0)
+        np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-6)
+        dead_layers += int(np.sum(d0 > 0))
     if width <= 5 and not residual:
         assert dead_layers > 0
 
@@ -82,22 +111,29 @@ def test_report_equals_xla(width, activation, residual):
 def test_death_check_equals_the_report(width, activation, residual):
     """``any_dead_t`` (the death check: a first pass over the first points, the whole set only where a layer
     is dead there) gives exactly ``deadness_t``'s ``any(constant & (dead == width))``, own and traced depth,
-    on point sets shorter and longer than the first pass."""
+    on a point set longer than the first pass, and on the ``EVERY_POINT_COUNT`` nets shorter ones too (one
+    point, 37)."""
     net = _net(width, activation, residual)
     params = _networks(net, 16, seed=1)
+    xs = [jax.random.uniform(jax.random.key(100 + points), (1, points), minval=-1.7, maxval=1.7)
+          for points in _points((width, activation, residual), (1, 37, 300), 300)]
+    cases = [(x, depth) for x in xs for depth in DEPTHS]
+
+    def checks_and_reports(params, xs):
+        with native.override(True):
+            checks = [jax.vmap(lambda p, x=x, depth=depth: any_dead_t(net, p, x, _traced(depth)))(params)
+                      for x, depth in cases]
+        with native.override(False):
+            reports = [jax.vmap(lambda p, x=x, depth=depth: deadness_t(net, p, x, _traced(depth))[1:])(params)
+                       for x, depth in cases]
+        return checks, reports
+
     seen = set()
-    for points in (1, 37, 300):
-        x = jax.random.uniform(jax.random.key(100 + points), (1, points), minval=-1.7, maxval=1.7)
-        for depth in (None, jnp.int32(5)):
-            with native.override(True):
-                check = jax.jit(jax.vmap(lambda p, x, depth=depth: any_dead_t(net, p, x, depth), in_axes=(0, None)))
-                fast = np.asarray(check(params, x))
-            with native.override(False):
-                report = jax.jit(jax.vmap(lambda p, x, depth=depth: deadness_t(net, p, x, depth), in_axes=(0, None)))
-                _, d, c = report(params, x)
-            np.testing.assert_array_equal(fast, np.any(np.asarray(c) & (np.asarray(d) == width), axis=1),
-                                          err_msg=f"{points} points, depth {depth}")
-            seen.update(fast.tolist())
+    for (x, depth), fast, (d, c) in zip(cases, *jax.jit(checks_and_reports)(params, xs)):
+        fast = np.asarray(fast)
+        np.testing.assert_array_equal(fast, np.any(np.asarray(c) & (np.asarray(d) == width), axis=1),
+                                      err_msg=f"{x.shape[1]} points, depth {depth}")
+        seen.update(fast.tolist())
     if activation == "relu" and not residual and width <= 5:
         assert True in seen  # narrow He networks: dead ones are checked too (wider ones are mostly alive)
     if width >= 12:
@@ -134,29 +170,30 @@ def test_report_sees_nan_as_neither_dead_nor_constant():
 
 @pytest.mark.parametrize("width,activation,residual", NETS)
 def test_gradients_equal_xla(width, activation, residual):
-    """The training step's loss and gradients (``loss_and_grad_t``, traced depth; autodiff through
-    ``forward_t``, own depth) agree with XLA's code to float32 rounding, network by network; layers above the
-    depth get zero."""
+    """The training step's loss and gradients as training computes them (``loss_and_grad_t`` at a traced
+    depth; autodiff through ``forward_t`` at the network's own depth) agree with XLA's code to float32
+    rounding, network by network; layers above the traced depth get zero (every ``POINTS`` case on the
+    ``EVERY_POINT_COUNT`` nets)."""
     net = _net(width, activation, residual, depth=7)
     mse = lambda out, target: jnp.mean((out - target) ** 2)  # noqa: E731
     params = _networks(net, 3, seed=2)
-    for points in POINTS:
-        x = jnp.linspace(-1.7, 1.7, points)[None, :]
-        y = jnp.abs(x)
-        for depth in (None, jnp.int32(4)):
-            step_fn = jax.jit(jax.vmap(lambda p, x, y, depth=depth: loss_and_grad_t(
-                net, p, x, y, mse, depth, saved_buffers(net, points))[:2], in_axes=(0, None, None)))
-            auto_fn = jax.jit(jax.vmap(jax.value_and_grad(
-                lambda p, x, y, depth=depth: mse(forward_t(net, p, x, depth), y)), in_axes=(0, None, None)))
-            step = _both(lambda: step_fn(params, x, y))
-            auto = _both(lambda: auto_fn(params, x, y))
-            for a, b in (step, auto):
-                for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-                    for k in range(3):
-                        scale = float(np.max(np.abs(v[k]))) or 1.0
-                        np.testing.assert_allclose(u[k], v[k], rtol=0, atol=2e-5 * scale)
-            if depth is not None:
-                np.testing.assert_array_equal(step[0][1]["hidden"]["affine"][:, 3:], 0)
+    xs = [jnp.linspace(-1.7, 1.7, points)[None, :] for points in _points((width, activation, residual))]
+
+    def gradients(params, xs):
+        out = []
+        for x in xs:
+            y, points = jnp.abs(x), x.shape[1]
+            step = jax.vmap(lambda p: loss_and_grad_t(net, p, x, y, mse, jnp.int32(4), saved_buffers(net, points))[:2])
+            auto = jax.vmap(jax.value_and_grad(lambda p: mse(forward_t(net, p, x), y)))
+            out.append((step(params), auto(params)))
+        return out
+
+    for mine, xla in zip(*_both_compiled(gradients, params, xs)):
+        for u, v in zip(jax.tree.leaves(mine), jax.tree.leaves(xla)):
+            for k in range(3):
+                scale = float(np.max(np.abs(v[k]))) or 1.0
+                np.testing.assert_allclose(u[k], v[k], rtol=0, atol=2e-5 * scale)
+        np.testing.assert_array_equal(mine[0][1]["hidden"]["affine"][:, 3:], 0)
 
 
 def test_adam_equals_optax():
@@ -253,14 +290,18 @@ def test_fused_steps_equal_step_by_step(width, depth, capacity, batch):
                      TrainConfig(lr=1e-2, steps=137, batch_size=batch, n_train=96, test_points=33))
     prog, values, keys, state, data = _program_and_state(cell, 4, capacity)
     assert prog.fused_steps
-    for step0 in (0, 100):
-        def block(s, d, k, step0=step0):
-            return prog.full_steps(s, d, k, values, jnp.int32(step0), 100)
+    def block(s, d, k, step0):
+        return prog.full_steps(s, d, k, values, step0, 100)
 
+    with native.override_fused(True):
+        fused_block = jax.jit(jax.vmap(block, in_axes=(0, 0, 0, None)))
+    with native.override_fused(False):
+        plain_block = jax.jit(jax.vmap(block, in_axes=(0, 0, 0, None)))
+    for step0 in (0, 100):
         with native.override_fused(True):
-            fused = jax.jit(jax.vmap(block))(state, data, keys)
+            fused = fused_block(state, data, keys, jnp.int32(step0))
         with native.override_fused(False):
-            plain = jax.jit(jax.vmap(block))(state, data, keys)
+            plain = plain_block(state, data, keys, jnp.int32(step0))
         np.testing.assert_array_equal(fused.opt_state[0].count, plain.opt_state[0].count)
         assert int(fused.opt_state[0].count[0]) == int(state.opt_state[0].count[0]) + (100 if step0 == 0 else 37)
         np.testing.assert_array_equal(fused.finite, plain.finite)
