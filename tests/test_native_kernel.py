@@ -58,6 +58,7 @@ def _both_compiled(fn, *args):
 
 
 def _points(net, counts=POINTS, general=37):
+    """The point counts a test runs on ``net``: all of ``counts`` on the ``EVERY_POINT_COUNT`` nets."""
     return counts if net in EVERY_POINT_COUNT else (general,)
 
 
@@ -290,13 +291,12 @@ def test_fused_steps_equal_step_by_step(width, depth, capacity, batch):
                      TrainConfig(lr=1e-2, steps=137, batch_size=batch, n_train=96, test_points=33))
     prog, values, keys, state, data = _program_and_state(cell, 4, capacity)
     assert prog.fused_steps
+
     def block(s, d, k, step0):
         return prog.full_steps(s, d, k, values, step0, 100)
 
-    with native.override_fused(True):
-        fused_block = jax.jit(jax.vmap(block, in_axes=(0, 0, 0, None)))
-    with native.override_fused(False):
-        plain_block = jax.jit(jax.vmap(block, in_axes=(0, 0, 0, None)))
+    # two jitted functions (each traced at its first call, under its own setting), the start step traced
+    fused_block, plain_block = (jax.jit(jax.vmap(block, in_axes=(0, 0, 0, None))) for _ in range(2))
     for step0 in (0, 100):
         with native.override_fused(True):
             fused = fused_block(state, data, keys, jnp.int32(step0))
