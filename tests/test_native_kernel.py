@@ -48,13 +48,7 @@ def _both(fn):
 def _both_compiled(fn, *args):
     """``fn(*args)`` traced once with the kernel and once with XLA's code inside one compiled program (the
     choice is made at trace time; one compilation covers all of a test's cases): ``(native, xla)``."""
-    def both(*args):
-        with native.override(True):
-            a = fn(*args)
-        with native.override(False):
-            b = fn(*args)
-        return a, b
-    return jax.jit(both)(*args)
+    return jax.jit(lambda *args: _both(lambda: fn(*args)))(*args)
 
 
 def _points(net, counts=POINTS, general=37):
