@@ -56,6 +56,11 @@ def _points(net, counts=POINTS, general=37):
     return counts if net in EVERY_POINT_COUNT else (general,)
 
 
+def _grid(points):
+    """``points`` evenly spaced inputs on [-1.7, 1.7], shape ``(1, points)`` (NumPy: no program compiled)."""
+    return jnp.asarray(np.linspace(-1.7, 1.7, points, dtype=np.float32)[None, :])
+
+
 def _traced(depth):
     return None if depth is None else jnp.int32(depth)
 
@@ -73,9 +78,18 @@ def test_kernel_runs_the_stack_only_where_it_applies():
 
 
 def _networks(net, count, seed=0):
-    """``count`` He networks of ``net`` stacked on a leading axis (the kernel's calls are then batched, as in
-    training)."""
-    return jax.vmap(lambda k: init_params(net, InitConfig(), k))(jax.random.split(jax.random.key(seed), count))
+    """``count`` He networks of ``net`` (weights N(0, 2 / fan_in), zero biases) stacked on a leading axis (the
+    kernel's calls are then batched, as in training). Drawn with NumPy into ``init_params``'s tree: the same
+    distribution, without compiling an initialization program (or its eager pieces) for every shape."""
+    rng = np.random.default_rng(seed)
+    tree = jax.eval_shape(lambda k: init_params(net, InitConfig(), k), jax.random.key(0))
+
+    def draw(leaf):  # an augmented matrix (..., fan_in + 1, fan_out), last row the bias
+        w = rng.normal(0.0, np.sqrt(2.0 / (leaf.shape[-2] - 1)), (count, *leaf.shape)).astype(np.float32)
+        w[..., -1, :] = 0.0
+        return jnp.asarray(w)
+
+    return jax.tree.map(draw, tree)
 
 
 @pytest.mark.parametrize("width,activation,residual", NETS)
@@ -86,7 +100,7 @@ def test_report_equals_xla(width, activation, residual):
     nets."""
     net = _net(width, activation, residual)
     params = _networks(net, 6)
-    xs = [jnp.linspace(-1.7, 1.7, points)[None, :] for points in _points((width, activation, residual))]
+    xs = [_grid(points) for points in _points((width, activation, residual))]
 
     def reports(params, xs):
         return [jax.vmap(lambda p, x=x, depth=depth: deadness_t(net, p, x, _traced(depth)))(params)
@@ -110,7 +124,7 @@ def test_death_check_equals_the_report(width, activation, residual):
     point, 37)."""
     net = _net(width, activation, residual)
     params = _networks(net, 16, seed=1)
-    xs = [jax.random.uniform(jax.random.key(100 + points), (1, points), minval=-1.7, maxval=1.7)
+    xs = [jnp.asarray(np.random.default_rng(100 + points).uniform(-1.7, 1.7, (1, points)), jnp.float32)
           for points in _points((width, activation, residual), (1, 37, 300), 300)]
     cases = [(x, depth) for x in xs for depth in DEPTHS]
 
@@ -142,7 +156,7 @@ def test_death_check_looks_past_the_first_points():
     params = {"input": jnp.array([[1.0], [-1.0]]),  # h = relu(x - 1): zero unless x > 1
               "hidden": {"affine": jnp.array([[[1.0], [0.0]], [[1.0], [0.0]]])},  # relu(h): alive only where x > 1
               "output": jnp.array([[1.0], [0.0]])}
-    x = jnp.linspace(-1.7, 1.7, 3000)[None, :]
+    x = _grid(3000)
     with native.override(True):
         assert not bool(jax.jit(lambda p: any_dead_t(net, p, x))(params))
         params_dead = {**params, "input": jnp.array([[1.0], [-2.0]])}  # relu(x - 2) = 0 on [-1.7, 1.7]
@@ -154,9 +168,9 @@ def test_death_check_looks_past_the_first_points():
 
 def test_report_sees_nan_as_neither_dead_nor_constant():
     net = _net(3, "relu", False, depth=4)
-    params = init_params(net, InitConfig(), jax.random.key(0))
+    params = jax.tree.map(lambda leaf: leaf[0], _networks(net, 1))
     params = {**params, "hidden": {"affine": params["hidden"]["affine"].at[1, 0, 0].set(jnp.nan)}}
-    x = jnp.linspace(-1.7, 1.7, 40)[None, :]
+    x = _grid(40)
     (y1, d1, c1), (y0, d0, c0) = _both(lambda: jax.jit(lambda p: deadness_t(net, p, x))(params))
     np.testing.assert_array_equal(d1, d0)
     np.testing.assert_array_equal(c1, c0)
@@ -172,7 +186,7 @@ def test_gradients_equal_xla(width, activation, residual):
     net = _net(width, activation, residual, depth=7)
     mse = lambda out, target: jnp.mean((out - target) ** 2)  # noqa: E731
     params = _networks(net, 3, seed=2)
-    xs = [jnp.linspace(-1.7, 1.7, points)[None, :] for points in _points((width, activation, residual))]
+    xs = [_grid(points) for points in _points((width, activation, residual))]
 
     def gradients(params, xs):
         out = []
@@ -198,9 +212,9 @@ def test_adam_equals_optax():
     import optax
     b1, b2, lr = 0.8, 0.95, 3e-2
     opt = optax.adam(lr, b1=b1, b2=b2)
-    keys = jax.random.split(jax.random.key(5), 4)
-    params = {"a": jax.random.normal(keys[0], (3, 6, 5, 4)), "b": jax.random.normal(keys[1], (3, 2, 4)),
-              "c": jax.random.normal(keys[2], (3,))}
+    rng = np.random.default_rng(5)
+    normal = lambda shape, scale=1: jnp.asarray(rng.normal(size=shape) * scale, jnp.float32)  # noqa: E731
+    params = {"a": normal((3, 6, 5, 4)), "b": normal((3, 2, 4)), "c": normal((3,))}
     rows = 4  # of a's 6
     state = jax.vmap(opt.init)(params)
     mine = (params, state[0].mu, state[0].nu)
@@ -217,10 +231,7 @@ def test_adam_equals_optax():
         return tuple({k: out[k][i] for k in out} for i in range(3)), state, params
 
     for t in range(1, 6):
-        g = jax.tree.map(lambda x, k: jax.random.normal(k, x.shape), params,
-                         {"a": keys[3], "b": jax.random.fold_in(keys[3], 1), "c": jax.random.fold_in(keys[3], 2)})
-        g = jax.tree.map(lambda x: x * t, g)
-        keys = keys.at[3].set(jax.random.fold_in(keys[3], t))
+        g = jax.tree.map(lambda x: normal(x.shape, t), params)
         mine, state, params = step(mine, state, params, g, jnp.int32(t))
         for ours, theirs in ((mine[0], params), (mine[1], state[0].mu), (mine[2], state[0].nu)):
             for k in ours:
@@ -257,8 +268,8 @@ def test_minibatch_indices_equal_jax(points, batch, step0):
     point, one index, whole and partial vector blocks, large step counters), vmapped over keys."""
     keys = jax.random.split(jax.random.key(points % 1000), 3)
     mine = jax.jit(jax.vmap(lambda k: native.minibatch_indices(jax.random.key_data(k), step0, 40, batch, points)))(keys)
-    ref = jax.vmap(lambda k: jax.vmap(lambda t: jax.random.randint(jax.random.fold_in(k, t), (batch,), 0, points))(
-        step0 + jnp.arange(40)))(keys)
+    ref = jax.jit(jax.vmap(lambda k: jax.vmap(lambda t: jax.random.randint(jax.random.fold_in(k, t), (batch,), 0,
+                                                                         points))(step0 + jnp.arange(40))))(keys)
     np.testing.assert_array_equal(np.asarray(mine), np.asarray(ref))
 
 
