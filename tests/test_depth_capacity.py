@@ -13,6 +13,11 @@ from collapse_mc.training.config import TrainCell, TrainConfig
 from collapse_mc.training.forward import deadness_t, forward_t, loss_and_grad_t, saved_buffers
 
 
+def _init(net, seed):
+    """One He network of ``net`` from ``jax.random.key(seed)``, initialized by one compiled program."""
+    return jax.jit(init_params, static_argnums=(0, 1))(net, InitConfig(), jax.random.key(seed))
+
+
 @pytest.mark.parametrize("width,depth,capacity,init,residual", [
     (3, 3, 8, "he_normal", False),   # some born dead, some die in training
     (2, 1, 4, "rai", False),         # no hidden stack active at all
@@ -43,20 +48,27 @@ def test_one_program_serves_every_depth_up_to_its_capacity():
 def test_forward_and_deadness_at_a_traced_depth_equal_the_shallower_network():
     """forward_t / deadness_t / the gradient with ``depth`` = the network made of the first layers."""
     deep, shallow = NetworkConfig(width=3, depth=7), NetworkConfig(width=3, depth=4)
-    params = init_params(deep, InitConfig(), jax.random.key(1))
+    params = _init(deep, 1)
     cut = {"input": params["input"], "output": params["output"],
            "hidden": {"affine": params["hidden"]["affine"][:3]}}
     x = jnp.linspace(-1.7, 1.7, 33)[None, :]
-    f = jax.jit(lambda p, d: forward_t(deep, p, x, d))  # jitted: float rounding may differ from eager only
-    np.testing.assert_allclose(f(params, jnp.int32(4)), forward_t(shallow, cut, x), rtol=1e-6, atol=1e-7)
-    y, dead, const = deadness_t(deep, params, x, jnp.int32(4))
-    y2, dead2, const2 = deadness_t(shallow, cut, x)
+
+    @jax.jit  # each side one program (eagerly, every operation would compile on its own)
+    def traced(p, d):
+        g = jax.grad(lambda p: jnp.sum(forward_t(deep, p, x, d) ** 2))(p)
+        return forward_t(deep, p, x, d), deadness_t(deep, p, x, d), g
+
+    @jax.jit
+    def own(p):
+        g = jax.grad(lambda p: jnp.sum(forward_t(shallow, p, x) ** 2))(p)
+        return forward_t(shallow, p, x), deadness_t(shallow, p, x), g
+
+    (out, (y, dead, const), g), (out2, (y2, dead2, const2), g2) = traced(params, jnp.int32(4)), own(cut)
+    np.testing.assert_allclose(out, out2, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(y, y2, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(dead[:4], dead2)
     np.testing.assert_array_equal(dead[4:], 0)
     assert not np.any(const[4:])
-    g = jax.grad(lambda p: jnp.sum(forward_t(deep, p, x, jnp.int32(4)) ** 2))(params)
-    g2 = jax.grad(lambda p: jnp.sum(forward_t(shallow, p, x) ** 2))(cut)
     np.testing.assert_allclose(g["hidden"]["affine"][:3], g2["hidden"]["affine"], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(g["hidden"]["affine"][3:], 0)  # skipped layers get no gradient
     np.testing.assert_allclose(g["input"], g2["input"], rtol=1e-6, atol=1e-7)
@@ -74,7 +86,7 @@ def test_hand_gradient_with_carried_buffers_equals_autodiff(residual):
 
 def _check_carried_buffers(residual):
     net = NetworkConfig(width=3, depth=7, residual=residual)
-    params = init_params(net, InitConfig(), jax.random.key(2))
+    params = _init(net, 2)
     x = jnp.linspace(-1.7, 1.7, 16)[None, :]
     y = jnp.abs(x)
     mse = lambda out, target: jnp.mean((out - target) ** 2)  # noqa: E731

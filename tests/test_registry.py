@@ -42,12 +42,13 @@ def test_optax_alias_by_name_with_traced_option_equals_optax_built_by_hand():
     from collapse_mc.training.trainer import train_single
     cell = TrainCell(NET, InitConfig(), TrainConfig(optimizer="adamw", optimizer_options={"weight_decay": 0.05},
                                                     lr=0.01, **SHORT))
+    decay, no_decay_opt = optax.adamw(0.01, weight_decay=0.05), optax.adamw(0.01, weight_decay=0.0)  # one program each
     for trial in range(3):
         named = train_single(cell, trial, seed=4)
-        by_hand = train_single(cell, trial, seed=4, optimizer=optax.adamw(0.01, weight_decay=0.05))
+        by_hand = train_single(cell, trial, seed=4, optimizer=decay)
         np.testing.assert_allclose(named["final_loss"], by_hand["final_loss"], rtol=1e-5)
         assert named["collapsed"] == by_hand["collapsed"]
-        no_decay = train_single(cell, trial, seed=4, optimizer=optax.adamw(0.01, weight_decay=0.0))
+        no_decay = train_single(cell, trial, seed=4, optimizer=no_decay_opt)
         assert not np.isclose(named["final_loss"], no_decay["final_loss"], rtol=1e-6)  # the option is used
 
 

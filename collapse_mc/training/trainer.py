@@ -542,6 +542,12 @@ def train_outcomes(cell: TrainCell, start: int, stop: int, seed: int = 0, *, chu
     return TrainOutcomes(**out)
 
 
+@functools.lru_cache(maxsize=32)
+def _jitted_train(prog):
+    """``prog.train`` jitted once per program, so every trial ``train_single`` trains reuses its trace."""
+    return jax.jit(prog.train)
+
+
 def train_single(cell: TrainCell, trial: int, seed: int = 0, optimizer=None, generic: bool = False) -> dict:
     """One trial trained alone (no vmap, no retirement, one unblocked scan, death checked only at the start and
     the end): the reference ``train_outcomes`` must match. Returns the ``TrainOutcomes`` fields (scalars, and
@@ -549,7 +555,7 @@ def train_single(cell: TrainCell, trial: int, seed: int = 0, optimizer=None, gen
     prog = _program(cell.network, cell.init, cell.train.static_part(), optimizer, False, cell.model, cell.data,
                     generic)
     key = rng.trial_key(rng.cell_key(seed, cell.cell), jnp.int32(trial))
-    out = jax.tree.map(lambda a: np.asarray(a)[None], jax.jit(prog.train)(key, values_array(cell)))
+    out = jax.tree.map(lambda a: np.asarray(a)[None], _jitted_train(prog)(key, values_array(cell)))
     died_at = np.where(out["dead_on_train_at_init"], 0, np.where(out["dead_on_train"], cell.train.steps, -1))
     checks = {"first_dead_layer": out["first_dead_layer"], "near_flat_at_init": out["near_flat_at_init"]}
     return {k: v[0] for k, v in _outcomes(checks, out, died_at, np.ones(1, bool)).items()}
