@@ -41,3 +41,11 @@ def root_keys(root: jax.Array, trials: jax.Array) -> jax.Array:
 def stream(key: jax.Array, tag: int) -> jax.Array:
     """A named sub-stream of a trial's key."""
     return jax.random.fold_in(key, tag)
+
+
+def threefry_partitionable() -> bool:
+    """Whether ``jax.random`` draws with the partitionable threefry (JAX's default): each word of a draw is a
+    hash of the key and the word's index alone, so a shorter draw is a prefix of a longer one. The native
+    kernel's minibatch draws and the born-dead kernel's depth capacity rely on it."""
+    return (bool(jax.config.jax_threefry_partitionable)
+            and str(jax.config.jax_default_prng_impl) in ("threefry2x32", "threefry"))

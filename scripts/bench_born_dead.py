@@ -24,11 +24,11 @@ PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sh
 
 def compile_seconds(method: str, depth: int, width: int = 4) -> float:
     from collapse_mc.config import NetworkConfig
-    from collapse_mc.deadness.born_dead import BornDeadCell, born_dead_map, root_array
+    from collapse_mc.deadness.born_dead import BornDeadCell, born_dead_args, born_dead_map
     cell = BornDeadCell(NetworkConfig(width, depth), method=method)
     tm = born_dead_map(cell, chunk_size=1 << 14)
     t = time.perf_counter()
-    tm.lower(root_array(0, cell)).compile()
+    tm.lower(*born_dead_args(cell, 0)).compile()
     return time.perf_counter() - t
 
 

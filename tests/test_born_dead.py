@@ -106,6 +106,33 @@ def test_outcomes_do_not_depend_on_chunk_size_or_range_split(method):
     assert not np.array_equal(a[0], born_dead_outcomes(cell, 0, 1000, 8, chunk_size=256)[0])
 
 
+def test_gaussian_cells_of_one_depth_capacity_share_a_program_without_changing_an_outcome():
+    """Gaussian cells of one width whose depths round up to the same multiple of 16 run in one compiled program
+    (the depth traced); every cell's outcomes equal those of the kernel built for its own depth, trial by
+    trial. Without the partitionable threefry (a shorter draw of bits is then no prefix of a longer one) each
+    depth keeps its own program."""
+    import jax
+    from collapse_mc.deadness.born_dead import born_dead_map, gaussian_capacity, root_array
+    from collapse_mc.deadness.gaussian_kernel import gaussian_chunk_fn
+    from collapse_mc.devices import TrialMap
+    cells = [BornDeadCell(NetworkConfig(3, d)) for d in (4, 9, 16)]
+    assert [gaussian_capacity(c.network.depth) for c in cells] == [16, 16, 16] and gaussian_capacity(17) == 32
+    assert len({id(born_dead_map(c, trials=700)) for c in cells}) == 1
+    for c in cells[:2]:
+        shared = born_dead_outcomes(c, 0, 700, 5)
+        assert shared.dead_neurons.shape == (700, c.network.depth)
+        own = TrialMap(gaussian_chunk_fn(3, c.network.depth, pool_size=64), 512)(0, 700, root_array(5, c))
+        np.testing.assert_array_equal(shared.first_dead_layer, own["first_dead_layer"])
+        np.testing.assert_array_equal(shared.dead_neurons, own["dead_neurons"])
+        assert 0 < shared.born_dead.mean() < 1  # not vacuous
+    was = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        assert gaussian_capacity(9) == 9
+    finally:
+        jax.config.update("jax_threefry_partitionable", was)
+
+
 _DEVICE_SCRIPT = r"""
 import json, sys, jax, numpy as np
 from collapse_mc.config import NetworkConfig, InitConfig

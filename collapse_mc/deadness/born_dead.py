@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import rng
 from ..config import (GAUSSIAN_WEIGHT_INITS, ConfigError, InitConfig, NetworkConfig, ProbeConfig, cell_id,
                       check_trial_range, to_dict)
 from ..devices import TrialMap, cap_chunk, trial_mesh
@@ -90,11 +91,18 @@ class BornDeadOutcomes(NamedTuple):
         return self.first_dead_layer > 0
 
 
+# The Gaussian kernel's programs are shared: one per width, depth capacity (the depth rounded up to a multiple
+# of GAUSSIAN_DEPTH_STEP) and chunk size, with the chunk size at least GAUSSIAN_MIN_CHUNK (a chunk of 4,096 such
+# trials takes milliseconds, a compilation seconds). Neither changes an outcome.
+GAUSSIAN_DEPTH_STEP = 16
+GAUSSIAN_MIN_CHUNK = 4096
+
+
 def default_chunk_size(cell: BornDeadCell, n_devices: int) -> int:
     """Trials per chunk, bounding memory to roughly 256 MB of intermediates."""
     n = cell.network
     if cell.resolved_method == "gaussian":
-        per_trial = 4 * n.depth * n.width + 64
+        per_trial = 4 * gaussian_capacity(n.depth) * n.width + 64
     else:
         p = len(probes_mod.probe_points(n, cell.init, cell.probe))
         per_trial = 4 * (3 * p * n.width + n.depth * (n.width + 1) * n.width)
@@ -102,35 +110,70 @@ def default_chunk_size(cell: BornDeadCell, n_devices: int) -> int:
     return 1 << (chunk.bit_length() - 1)
 
 
-@functools.lru_cache(maxsize=64)
-def _trial_map(cell: BornDeadCell, chunk_size: int, devices: tuple) -> TrialMap:
-    mesh = trial_mesh(devices)
+def chunk_for_trials(cell: BornDeadCell, n_devices: int, trials: int) -> int:
+    """The default chunk size capped at the power of two >= ``trials`` (``devices.cap_chunk``: a small run is
+    not padded to a large chunk, and nearby sizes share one compiled shape); for the Gaussian kernel at least
+    ``GAUSSIAN_MIN_CHUNK``."""
+    default = default_chunk_size(cell, n_devices)
+    chunk = cap_chunk(default, trials, n_devices)
     if cell.resolved_method == "gaussian":
-        per_device = max(1, chunk_size // len(devices))
-        pool = max(min(per_device, 256), per_device // 16)
-        fn = gaussian_chunk_fn(cell.network.width, cell.network.depth, pool_size=pool)
-    else:
-        pts = probes_mod.probe_points(cell.network, cell.init, cell.probe)
-        fn = dense_chunk_fn(cell.network, cell.init, pts)
-    return TrialMap(fn, chunk_size, mesh)
+        chunk = max(chunk, min(default, GAUSSIAN_MIN_CHUNK))
+    return chunk
+
+
+def gaussian_capacity(depth: int) -> int:
+    """The hidden layers of the Gaussian kernel's program for a cell of ``depth`` hidden layers: ``depth``
+    rounded up to a multiple of ``GAUSSIAN_DEPTH_STEP`` (the depth itself traced, see
+    ``gaussian_kernel.gaussian_chunk_fn``), or ``depth`` where ``jax.random`` is not the partitionable threefry
+    (only that one makes a shorter draw of bits a prefix of a longer one, which sharing needs)."""
+    if not rng.threefry_partitionable():
+        return depth
+    return -(-depth // GAUSSIAN_DEPTH_STEP) * GAUSSIAN_DEPTH_STEP
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_map(width: int, capacity: int, chunk_size: int, devices: tuple) -> TrialMap:
+    per_device = max(1, chunk_size // len(devices))
+    pool = max(min(per_device, 256), per_device // 16)
+    return TrialMap(gaussian_chunk_fn(width, capacity, pool_size=pool), chunk_size, trial_mesh(devices))
+
+
+@functools.lru_cache(maxsize=64)
+def _dense_map(cell: BornDeadCell, chunk_size: int, devices: tuple) -> TrialMap:
+    pts = probes_mod.probe_points(cell.network, cell.init, cell.probe)
+    return TrialMap(dense_chunk_fn(cell.network, cell.init, pts), chunk_size, trial_mesh(devices))
 
 
 def born_dead_map(cell: BornDeadCell, chunk_size: int | None = None, devices=None,
                   trials: int | None = None) -> TrialMap:
-    """The compiled-on-first-use ``TrialMap`` for a cell (cached per cell, chunk size and devices).
+    """The compiled-on-first-use ``TrialMap`` for a cell (cached per program, chunk size and devices). Call it
+    with ``born_dead_args(cell, seed)``.
 
-    Without ``chunk_size``, the default is capped at the power of two >= ``trials`` so a small run does not
-    pad up to a large chunk (and the number of distinct compiled shapes stays logarithmic).
+    Without ``chunk_size``: ``chunk_for_trials`` when ``trials`` is given, else the default. The Gaussian
+    kernel's map is shared by every cell of the same width and depth capacity (``gaussian_capacity``): its
+    ``dead_neurons`` have ``gaussian_capacity(depth)`` columns, of which the first ``depth`` count.
     """
     devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
-    chunk = chunk_size or default_chunk_size(cell, len(devices))
-    if chunk_size is None and trials is not None:
-        chunk = cap_chunk(chunk, trials, len(devices))
-    return _trial_map(cell, chunk, devices)
+    if chunk_size is not None:
+        chunk = chunk_size
+    elif trials is not None:
+        chunk = chunk_for_trials(cell, len(devices), trials)
+    else:
+        chunk = default_chunk_size(cell, len(devices))
+    if cell.resolved_method == "gaussian":
+        return _gaussian_map(cell.network.width, gaussian_capacity(cell.network.depth), chunk, devices)
+    return _dense_map(cell, chunk, devices)
 
 
 def root_array(seed: int, cell: BornDeadCell) -> jax.Array:
     return jnp.array([seed & 0xFFFFFFFF, cell.cell], jnp.uint32)
+
+
+def born_dead_args(cell: BornDeadCell, seed: int) -> tuple:
+    """The traced arguments of ``born_dead_map(cell)``: the root ``[seed, cell]`` and, for the Gaussian kernel,
+    the depth."""
+    root = root_array(seed, cell)
+    return (root, jnp.int32(cell.network.depth)) if cell.resolved_method == "gaussian" else (root,)
 
 
 def born_dead_outcomes(cell: BornDeadCell, start: int, stop: int, seed: int = 0, *, chunk_size: int | None = None,
@@ -138,8 +181,8 @@ def born_dead_outcomes(cell: BornDeadCell, start: int, stop: int, seed: int = 0,
     """Outcomes of trials ``start .. stop - 1`` (global indices) of ``cell`` under root ``seed``."""
     check_trial_range(start, stop)
     tm = born_dead_map(cell, chunk_size, devices, trials=stop - start)
-    out = tm(start, stop, root_array(seed, cell), progress=progress)
-    return BornDeadOutcomes(out["first_dead_layer"], out["dead_neurons"])
+    out = tm(start, stop, *born_dead_args(cell, seed), progress=progress)
+    return BornDeadOutcomes(out["first_dead_layer"], out["dead_neurons"][:, :cell.network.depth])
 
 
 def summarize(cell: BornDeadCell, outcomes: BornDeadOutcomes, seconds: float | None = None) -> dict:

@@ -74,12 +74,24 @@ def _joint_layer(u, gram):
 
 
 def gaussian_chunk_fn(width: int, depth: int, pool_size: int = 4096):
-    """Chunk function ``(trials (c,) int32, root (2,) uint32) -> outcomes`` (see ``dense_chunk_fn``)."""
+    """Chunk function ``(trials (c,) int32, root (2,) uint32[, active_depth]) -> outcomes`` (see
+    ``dense_chunk_fn``).
+
+    ``active_depth`` (int32 scalar, 1 .. ``depth``; default ``depth``) is the depth estimated: the program is
+    built for ``depth`` hidden layers (its capacity) and gives the outcomes of ``active_depth`` hidden layers in
+    ``first_dead_layer`` and the first ``active_depth`` columns of ``dead_neurons (c, depth)`` (the later columns
+    are meaningless), so one compilation serves every depth up to the capacity. These equal the outcomes of the
+    program built for ``active_depth`` layers when ``jax.random.bits`` draws a prefix of its longer draws (the
+    partitionable threefry, JAX's default; see ``born_dead.gaussian_capacity``): the joint phase's normals
+    depend on (layer, neuron) only, and the single-path phase reads the first ``active_depth * width`` of its
+    ``depth * width`` bits.
+    """
     N, L = width, depth
     out_dtype = dead_dtype(N)
     g0 = jnp.array([1.0, -1.0, 1.0], jnp.float32)
 
-    def chunk(trials, root):
+    def chunk(trials, root, active_depth=None):
+        last = jnp.int32(L) if active_depth is None else jnp.asarray(active_depth, jnp.int32)  # last hidden layer
         c = trials.shape[0]
         pool = min(pool_size, c)
         tkeys = rng.root_keys(root, trials)
@@ -94,7 +106,7 @@ def gaussian_chunk_fn(width: int, depth: int, pool_size: int = 4096):
             dead, new_gram, a_dead, b_dead = jax.vmap(_joint_layer)(u, gram)
             row = jnp.where(active, slot, c)
             dead_out = dead_out.at[row, layer - 1].set(dead.astype(out_dtype))
-            done = active & (a_dead | b_dead | (layer == L))
+            done = active & (a_dead | b_dead | (layer == last))
             code = a_dead.astype(jnp.int8) + 2 * b_dead.astype(jnp.int8)
             done_row = jnp.where(done, slot, c)
             end_layer = end_layer.at[done_row].set(layer)
@@ -132,6 +144,8 @@ def gaussian_chunk_fn(width: int, depth: int, pool_size: int = 4096):
         after = layers[None, :] > end_layer[:, None]               # layers beyond the joint phase
         single = (end_code == A_DEAD) | (end_code == B_DEAD)
         dies = after & single[:, None] & (count == N)
+        if active_depth is not None:
+            dies = dies & (layers[None, :] <= last)
         first_single = first_true_layer(dies)
         first = jnp.where(end_code == BOTH_DEAD, end_layer, jnp.where(single, first_single, 0))
         fill = jnp.where(single[:, None], count, 0).astype(out_dtype)

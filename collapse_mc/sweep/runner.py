@@ -73,10 +73,8 @@ def block_chunk(sc: SweepCell, block_size: int) -> int:
     """One chunk size per born-dead cell: the memory-bounded default capped at the power of two >= the block
     size, so the last, shorter block is padded rather than recompiled, and cells of a group share a program."""
     import jax
-    from ..deadness.born_dead import default_chunk_size
-    from ..devices import cap_chunk
-    n = len(jax.local_devices())
-    return cap_chunk(default_chunk_size(sc.cell, n), block_size, n)
+    from ..deadness.born_dead import chunk_for_trials
+    return chunk_for_trials(sc.cell, len(jax.local_devices()), block_size)
 
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, db_path, progress=None, *, chunk_size: int | None = None,

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from .. import native, rng
+from ..rng import threefry_partitionable
 from ..config import InitConfig, NetworkConfig, ProbeConfig
 from ..deadness.probes import probe_points
 from ..nets.mlp import MLP
@@ -56,13 +57,6 @@ def adam_hyper(values, count) -> jax.Array:
     ones = jnp.ones(jnp.shape(count), jnp.float32)
     return jnp.stack([values["lr"] * ones, b1 * ones, b2 * ones, jnp.float32(1e-8) * ones, jnp.float32(0.0) * ones,
                       (1 - b1 ** count).astype(jnp.float32), (1 - b2 ** count).astype(jnp.float32)], axis=-1)
-
-
-def threefry_partitionable() -> bool:
-    """Whether ``jax.random`` draws with the partitionable threefry (JAX's default), whose minibatch draws
-    ``native.train_steps`` repeats exactly."""
-    return (bool(jax.config.jax_threefry_partitionable)
-            and str(jax.config.jax_default_prng_impl) in ("threefry2x32", "threefry"))
 
 
 class TrainState(NamedTuple):
