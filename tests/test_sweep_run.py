@@ -41,13 +41,12 @@ N_BLOCKS = N_CELLS * TRIALS // BLOCK
 
 
 @pytest.fixture(scope="module")
-def cli_env(tmp_path_factory):
+def cli_env():
     """Environment for `collapse-mc` subprocesses: CPU, one device (light on a busy machine; outcomes do not
-    depend on the device count), and a shared persistent compilation cache so each process after the first
-    loads its compiled kernels instead of compiling them again."""
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1", JAX_COMPILATION_CACHE_DIR=str(cache),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    depend on the device count), and the session's persistent compilation cache (conftest), so each process
+    after the first loads its compiled kernels instead of compiling them again (and those other modules'
+    one-device processes compiled: the Gaussian kernel's width-2 program, the shard tests' RAI cell)."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
 
 
 @pytest.fixture(scope="module")
